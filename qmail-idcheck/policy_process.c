@@ -1,0 +1,129 @@
+/* checkID in a qmail-idcheck-python process of this session's own, started at
+ * the first call. A separate process keeps libpython out of sessions that never
+ * reach MAIL, lets a hung policy be killed at its deadline, and keeps a crash
+ * inside a C extension from taking the SMTP session with it. */
+#include "policy.h"
+#include "netstring.h"
+#include "policy_wire.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef IDCHECK_BINDIR
+#define IDCHECK_BINDIR "/usr/local/bin"
+#endif
+
+static pid_t child = -1;
+static int to_child = -1, from_child = -1;
+static stralloc inbuf;
+
+static void child_stop(void)
+{
+  if (to_child >= 0) close(to_child);
+  if (from_child >= 0) close(from_child);
+  to_child = from_child = -1;
+  if (child > 0) {
+    kill(child, SIGKILL);
+    while (waitpid(child, 0, 0) < 0 && errno == EINTR) {}
+  }
+  child = -1;
+  inbuf.len = 0;
+}
+
+static int child_start(stralloc *why)
+{
+  const char *prog = getenv("IDCHECK_PYTHONPROG");
+  if (!prog || !*prog) prog = IDCHECK_BINDIR "/qmail-idcheck-python";
+  int req[2], rep[2];
+  if (pipe2(req, O_CLOEXEC) < 0) goto fail;
+  if (pipe2(rep, O_CLOEXEC) < 0) { close(req[0]); close(req[1]); goto fail; }
+  child = fork();
+  if (child < 0) {
+    close(req[0]); close(req[1]); close(rep[0]); close(rep[1]);
+    goto fail;
+  }
+  if (child == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    if (dup2(req[0], 0) < 0 || dup2(rep[1], 1) < 0) _exit(111);
+    execl(prog, prog, (char *)0);
+    dprintf(2, "qmail-idcheck: pid %d cannot exec %s: %s\n", (int)getpid(), prog,
+            strerror(errno));
+    _exit(111);
+  }
+  close(req[0]);
+  close(rep[1]);
+  to_child = req[1];
+  from_child = rep[0];
+  fcntl(to_child, F_SETFL, O_NONBLOCK);
+  fcntl(from_child, F_SETFL, O_NONBLOCK);
+  return 1;
+fail:
+  stralloc_copys(why, "cannot start the policy process: ");
+  stralloc_cats(why, strerror(errno));
+  return 0;
+}
+
+static void why_died(stralloc *why)
+{
+  int status;
+  stralloc_copys(why, "the policy process died");
+  if (child > 0 && waitpid(child, &status, WNOHANG) == child) {
+    char num[48];
+    if (WIFSIGNALED(status))
+      snprintf(num, sizeof num, " (signal %d)", WTERMSIG(status));
+    else
+      snprintf(num, sizeof num, " (exit %d)", WEXITSTATUS(status));
+    stralloc_cats(why, num);
+    child = -1;
+  }
+}
+
+int policy_call(const stralloc *request, stralloc *reply, deadline_t deadline,
+                stralloc *why)
+{
+  if (child < 0 && !child_start(why)) return 0;
+  if (write_all_deadline(to_child, request->s, request->len, deadline) < 0) {
+    if (errno == ETIMEDOUT) stralloc_copys(why, "checkID call timed out");
+    else why_died(why);
+    child_stop();
+    return 0;
+  }
+  inbuf.len = 0;
+  for (;;) {
+    long frame = netstring_frame(inbuf.s, inbuf.len, WIRE_MAX_FRAME);
+    if (frame < 0) {
+      stralloc_copys(why, "malformed reply from the policy process");
+      child_stop();
+      return 0;
+    }
+    if (frame > 0) {
+      const char *payload;
+      size_t plen, pos = 0;
+      netstring_next(inbuf.s, (size_t)frame, &pos, &payload, &plen);
+      if ((size_t)frame != inbuf.len) {
+        /* one request, one reply: anything more is a broken callee */
+        stralloc_copys(why, "unexpected data from the policy process");
+        child_stop();
+        return 0;
+      }
+      return stralloc_copyb(reply, payload, plen);
+    }
+    if (!stralloc_readyplus(&inbuf, 65536)) { stralloc_copys(why, "out of memory"); return 0; }
+    ssize_t n = read_deadline(from_child, inbuf.s + inbuf.len, 65536, deadline);
+    if (n > 0) { inbuf.len += (size_t)n; continue; }
+    if (n < 0 && errno == ETIMEDOUT) stralloc_copys(why, "checkID call timed out");
+    else why_died(why);
+    child_stop();
+    return 0;
+  }
+}
+
+void policy_end(void)
+{
+  child_stop();
+}

@@ -1,0 +1,850 @@
+/* qmail-idcheck: an SMTP line proxy between tcpserver and qmail-smtpd that
+ * speaks the ID extension and asks checkID (Python) at MAIL and RCPT.
+ *
+ * Commands are handed to prog one at a time and each reply is read whole
+ * before the next command goes on, so pipelined batches stay in order;
+ * replies to the client are collected and written in one write whenever the
+ * client's input runs dry. DATA is relayed in blocks, refusing bare CR and
+ * bare LF so the proxy and qmail-smtpd always agree where a message ends. */
+#include "deadline.h"
+#include "netstring.h"
+#include "policy.h"
+#include "policy_wire.h"
+#include "sanitize.h"
+#include "smtp_addr.h"
+#include "stralloc.h"
+#include "stream.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define USAGE "qmail-idcheck: usage: qmail-idcheck prog [args...]\n"
+#define LINE_MAX_COMMAND 1000      /* bytes, CRLF included (RFC 5321 text line) */
+#define LINE_MAX_AUTH 12288        /* an AUTH response line (RFC 4954) */
+#define REPLY_TEXT_MAX 400         /* checkID's reply text on the wire */
+#define HEADERS_MAX 100
+#define HEADER_TEXT_MAX 8000
+
+extern char **environ;
+
+/* Configuration, read once from the environment. */
+static const char *remote_ip;
+static int64_t timeout_ms = 1200 * 1000;       /* IDCHECK_TIMEOUT, as timeoutsmtpd */
+static int64_t calltimeout_ms = 30 * 1000;     /* IDCHECK_CALLTIMEOUT */
+static int onerror_accept;                     /* IDCHECK_ONERROR=accept */
+static int skip_policy;                        /* RELAYCLIENT or IDCHECK_SKIP */
+static const char *keyword = "ID";             /* IDCHECK_KEYWORD */
+
+/* The two sides. */
+static char client_space[65536], prog_space[8192];
+static struct stream client, progout;
+static int progin = -1;
+static pid_t prog_pid = -1;
+static stralloc to_client;                     /* replies not yet written */
+
+/* Session state: the ID and HELO belong to the session, the rest to the
+ * current transaction. */
+static stralloc helo, id;
+static int have_helo, have_id;
+
+struct transaction {
+  int active;                 /* prog accepted MAIL */
+  stralloc sender;
+  stralloc rcpts;             /* netstrings: the accepted recipients */
+  enum policy_action verdict; /* ACT_NONE: not asked; CONTINUE: ask again */
+  struct policy_verdict applied;  /* the verdict in force, with its headers */
+};
+static struct transaction txn;
+
+static stralloc line, arg, reply, scratch, request, answer, why, logline;
+
+/* ---- leaving ---- */
+
+static void flush_client(void);
+
+static int prog_wait(int64_t ms)
+{
+  int status = 0;
+  if (prog_pid <= 0) return 0;
+  deadline_t deadline = deadline_in(ms);
+  for (;;) {
+    pid_t r = waitpid(prog_pid, &status, WNOHANG);
+    if (r == prog_pid) break;
+    if (r < 0 && errno != EINTR) return 0;
+    if (now_ms() >= deadline) {
+      kill(prog_pid, SIGKILL);
+      waitpid(prog_pid, &status, 0);
+      break;
+    }
+    usleep(2000);
+  }
+  prog_pid = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 111;
+}
+
+/* The session is over: tell the client (if there is a last word), let prog
+ * see EOF and finish, and leave with prog's exit status. */
+static void finish(const char *last_words, int code)
+{
+  if (last_words) stralloc_cats(&to_client, last_words);
+  flush_client();
+  policy_end();
+  if (progin >= 0) close(progin);
+  progin = -1;
+  int status = prog_wait(10000);
+  _exit(code >= 0 ? code : status);
+}
+
+static void die_prog(void)
+{
+  if (prog_pid > 0) kill(prog_pid, SIGTERM);
+  finish("421 4.3.0 mail server unavailable, closing connection\r\n", 111);
+}
+
+static void die_timeout(void)
+{
+  finish("451 timeout (#4.4.2)\r\n", 111);
+}
+
+static void die_nomem(void)
+{
+  finish("421 out of memory (#4.3.0)\r\n", 111);
+}
+
+/* ---- logging ---- */
+
+static void log_flush(void)
+{
+  if (!stralloc_catb(&logline, "\n", 1)) return;
+  if (write(2, logline.s, logline.len) < 0) {}
+  logline.len = 0;
+}
+
+static void log_start(void)
+{
+  char num[40];
+  snprintf(num, sizeof num, "qmail-idcheck: pid %d ", (int)getpid());
+  stralloc_copys(&logline, num);
+}
+
+static void log_field(const char *s, size_t len, int present)
+{
+  if (present && len) sanitize_catb(&logline, s, len, 200);
+  else stralloc_cats(&logline, "-");
+  stralloc_cats(&logline, " ");
+}
+
+/* qmail-idcheck: pid N IP ID HELO MAIL stage[:rcpt] action [code [xcode]] text */
+static void log_decision(const stralloc *sender, const char *stage,
+                         const char *rcpt, size_t rcptlen, const char *action,
+                         int code, const stralloc *xcode, const stralloc *text)
+{
+  log_start();
+  log_field(remote_ip, remote_ip ? strlen(remote_ip) : 0, remote_ip != 0);
+  log_field(id.s, id.len, have_id);
+  log_field(helo.s, helo.len, have_helo);
+  log_field(sender->s, sender->len, 1);
+  stralloc_cats(&logline, stage);
+  if (rcpt) {
+    stralloc_cats(&logline, ":");
+    sanitize_catb(&logline, rcpt, rcptlen, 200);
+  }
+  stralloc_cats(&logline, " ");
+  stralloc_cats(&logline, action);
+  if (code) {
+    char num[8];
+    snprintf(num, sizeof num, " %d", code);
+    stralloc_cats(&logline, num);
+  }
+  if (xcode && xcode->len) { stralloc_cats(&logline, " "); sanitize_catb(&logline, xcode->s, xcode->len, 16); }
+  if (text->len) { stralloc_cats(&logline, " "); sanitize_catb(&logline, text->s, text->len, 400); }
+  log_flush();
+}
+
+/* ---- the client side ---- */
+
+static void out(const char *s)
+{
+  if (!stralloc_cats(&to_client, s)) die_nomem();
+}
+
+static void out_sa(const stralloc *sa)
+{
+  if (!stralloc_cat(&to_client, sa)) die_nomem();
+}
+
+static void flush_client(void)
+{
+  if (!to_client.len) return;
+  /* a client that stops reading cannot hold the session past the timeout */
+  if (write_all_deadline(1, to_client.s, to_client.len, deadline_in(timeout_ms)) < 0) {
+    to_client.len = 0;
+    policy_end();
+    if (progin >= 0) close(progin);
+    progin = -1;
+    prog_wait(10000);
+    _exit(111);
+  }
+  to_client.len = 0;
+}
+
+/* Replies are written when the client's input runs dry, as qmail-smtpd does:
+ * a pipelined batch gets all its replies in one write. */
+static long client_fill(void)
+{
+  flush_client();
+  long n = stream_fill(&client, deadline_in(timeout_ms));
+  if (n < 0 && errno == ETIMEDOUT) die_timeout();
+  return n;
+}
+
+enum line_status { LINE_OK, LINE_TOO_LONG, LINE_EOF };
+
+/* The next line from the client, without its LF and the one CR before it
+ * (qmail-smtpd's rule: a bare LF ends a command too). A line longer than max
+ * is read to its end and thrown away. */
+static enum line_status client_line(size_t max)
+{
+  int too_long = 0;
+  for (;;) {
+    long lf = stream_find_lf(&client);
+    if (lf >= 0) {
+      size_t len = (size_t)lf - client.start;
+      const char *p = client.buf + client.start;
+      client.start = (size_t)lf + 1;
+      if (too_long || len + 1 > max) return LINE_TOO_LONG;
+      if (len && p[len - 1] == '\r') --len;
+      if (!stralloc_copyb(&line, p, len)) die_nomem();
+      return LINE_OK;
+    }
+    if (client.end - client.start > max) {
+      too_long = 1;
+      client.start = client.end;   /* keep nothing of it */
+    }
+    long n = client_fill();
+    if (n <= 0) return LINE_EOF;
+  }
+}
+
+/* ---- the prog side ---- */
+
+static void prog_send(const char *s, size_t len)
+{
+  if (write_all_deadline(progin, s, len, deadline_in(timeout_ms)) < 0) die_prog();
+}
+
+static int last_code;   /* of prog's last reply: 421 means it is closing */
+
+static int prog_reply(void)
+{
+  int r = reply_read(&progout, &reply, &last_code, deadline_in(timeout_ms));
+  if (r <= 0) die_prog();
+  return last_code;
+}
+
+/* Forward the current command line to prog and read its whole reply. */
+static int prog_command(void)
+{
+  if (!stralloc_copy(&scratch, &line) || !stralloc_catb(&scratch, "\r\n", 2)) die_nomem();
+  prog_send(scratch.s, scratch.len);
+  return prog_reply();
+}
+
+static void prog_start(char **argv)
+{
+  int in[2], outp[2];
+  if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
+    out("421 4.3.0 cannot start the mail server\r\n");
+    flush_client();
+    _exit(111);
+  }
+  prog_pid = fork();
+  if (prog_pid < 0) {
+    out("421 4.3.0 cannot start the mail server\r\n");
+    flush_client();
+    _exit(111);
+  }
+  if (prog_pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    if (dup2(in[0], 0) < 0 || dup2(outp[1], 1) < 0) _exit(111);
+    execvp(argv[0], argv);
+    dprintf(2, "qmail-idcheck: pid %d cannot exec %s: %s\n", (int)getpid(), argv[0],
+            strerror(errno));
+    _exit(111);
+  }
+  close(in[0]);
+  close(outp[1]);
+  progin = in[1];
+  fcntl(progin, F_SETFL, O_NONBLOCK);
+  fcntl(outp[0], F_SETFL, O_NONBLOCK);
+  stream_init(&progout, outp[0], prog_space, sizeof prog_space);
+}
+
+/* ---- transactions ---- */
+
+static void txn_clear(void)
+{
+  txn.active = 0;
+  txn.sender.len = 0;
+  txn.rcpts.len = 0;
+  txn.verdict = ACT_NONE;
+  txn.applied.action = ACT_NONE;
+  txn.applied.code = 0;
+  txn.applied.xcode.len = txn.applied.text.len = txn.applied.headers.len = 0;
+  txn.applied.nheaders = 0;
+}
+
+static int verdict_is_final(enum policy_action a)
+{
+  return a == ACT_ACCEPT || a == ACT_FILTER || a == ACT_DISCARD;
+}
+
+/* ---- checkID ---- */
+
+static int xcode_valid(const char *s, size_t len, int code)
+{
+  /* class.subject.detail, class matching the reply code (RFC 3463) */
+  if (!len) return 1;
+  if (len < 5 || s[0] != '0' + code / 100 || s[1] != '.') return 0;
+  size_t i = 2, digits = 0;
+  while (i < len && s[i] >= '0' && s[i] <= '9') { ++i; ++digits; }
+  if (!digits || digits > 3 || i >= len || s[i] != '.') return 0;
+  ++i;
+  digits = 0;
+  while (i < len && s[i] >= '0' && s[i] <= '9') { ++i; ++digits; }
+  return digits && digits <= 3 && i == len;
+}
+
+static int label_valid(const char *s, size_t len)
+{
+  /* an RFC 5322 field name, optionally with its colon */
+  if (len && s[len - 1] == ':') --len;
+  if (!len || len > 76) return 0;
+  for (size_t i = 0; i < len; ++i)
+    if (s[i] < 33 || s[i] > 126 || s[i] == ':') return 0;
+  return 1;
+}
+
+static int header_text_valid(const char *s, size_t len)
+{
+  if (len > HEADER_TEXT_MAX) return 0;
+  for (size_t i = 0; i < len; ++i) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c < 32 && c != '\t') || c == 127) return 0;   /* CR, LF, NUL: injection */
+  }
+  return 1;
+}
+
+/* The meaning of a verdict: 1 usable, 0 a fault (reason in why). */
+static int verdict_check(const struct policy_verdict *v)
+{
+  const char *reason = 0;
+  if (v->action == ACT_NONE) reason = "unknown action";
+  else if (v->action == ACT_FAULT) reason = 0;
+  else if (v->action == ACT_REJECT && (v->code < 500 || v->code > 599))
+    reason = "REJECT needs a 5xx reply";
+  else if (v->action == ACT_TEMPFAIL && (v->code < 400 || v->code > 499))
+    reason = "TEMPFAIL needs a 4xx reply";
+  else if (v->code && (v->code < 200 || v->code > 599)) reason = "reply code out of range";
+  else if (!xcode_valid(v->xcode.s, v->xcode.len, v->code)) reason = "malformed enhanced status code";
+  else if (v->nheaders > HEADERS_MAX) reason = "too many headers";
+  if (v->action == ACT_FAULT) {
+    if (!stralloc_copy(&why, &v->text)) die_nomem();
+    return 0;
+  }
+  if (!reason) {
+    size_t pos = 0;
+    const char *l, *t;
+    size_t ll, tl;
+    while (wire_header_next(v, &pos, &l, &ll, &t, &tl) == 1) {
+      if (!label_valid(l, ll)) { reason = "invalid header label"; break; }
+      if (!header_text_valid(t, tl)) { reason = "control character in header text"; break; }
+    }
+  }
+  if (reason) {
+    stralloc_copys(&why, reason);
+    return 0;
+  }
+  return 1;
+}
+
+static void env_list_put(stralloc *out_sa)
+{
+  size_t mark = netstring_open(out_sa);
+  for (char **e = environ; *e; ++e)
+    if (!netstring_cats(out_sa, *e)) die_nomem();
+  if (!netstring_close(out_sa, mark)) die_nomem();
+}
+
+/* Ask checkID. nargs 4 at MAIL, 5 at RCPT (R = accepted recipients plus
+ * rcpt). Returns 1 with the verdict in v, 0 on a fault (why says it). */
+static int checkid_call(int nargs, const stralloc *sender, const char *rcpt,
+                        size_t rcptlen, struct policy_verdict *v)
+{
+  size_t frame;
+  request.len = 0;
+  int ok = wire_request_begin(&request, &frame, nargs)
+        && wire_put_opt(&request, remote_ip, remote_ip ? strlen(remote_ip) : 0, remote_ip != 0)
+        && wire_put_opt(&request, id.s, id.len, have_id)
+        && wire_put_opt(&request, helo.s, helo.len, have_helo)
+        && wire_put_opt(&request, sender->s, sender->len, 1);
+  if (!ok) die_nomem();
+  size_t mark = netstring_open(&request);
+  if (nargs > 4 && !stralloc_cat(&request, &txn.rcpts)) die_nomem();
+  if (rcpt && !netstring_catb(&request, rcpt, rcptlen)) die_nomem();
+  if (!netstring_close(&request, mark)) die_nomem();
+  if (!netstring_cats(&request, "") || !wire_put_opt(&request, 0, 0, 0)
+      || !netstring_cats(&request, "0"))
+    die_nomem();
+  env_list_put(&request);
+  if (!wire_request_end(&request, frame)) die_nomem();
+
+  if (!policy_call(&request, &answer, deadline_in(calltimeout_ms), &why)) return 0;
+  if (!wire_reply_decode(answer.s, answer.len, v)) {
+    stralloc_copys(&why, "malformed reply from the policy process");
+    return 0;
+  }
+  return verdict_check(v);
+}
+
+/* checkID's reply as one SMTP line, text sanitized. */
+static void verdict_reply(const struct policy_verdict *v, stralloc *sa)
+{
+  char num[8];
+  snprintf(num, sizeof num, "%03d ", v->code);
+  if (!stralloc_copys(sa, num)) die_nomem();
+  if (v->xcode.len) {
+    sanitize_catb(sa, v->xcode.s, v->xcode.len, 16);
+    stralloc_cats(sa, " ");
+  }
+  sanitize_catb(sa, v->text.s, v->text.len, REPLY_TEXT_MAX);
+  if (!stralloc_catb(sa, "\r\n", 2)) die_nomem();
+}
+
+static struct policy_verdict fresh;
+
+static void verdict_reset(struct policy_verdict *v)
+{
+  v->action = ACT_NONE;
+  v->code = 0;
+  v->xcode.len = v->text.len = v->headers.len = 0;
+  v->nheaders = 0;
+}
+
+enum outcome { GO_ON, REFUSED };
+
+/* One policy decision at MAIL or RCPT. REFUSED: the reply is queued for the
+ * client and the command must not reach prog. GO_ON: forward it; fresh holds
+ * the verdict to apply if prog accepts. */
+static enum outcome decide(const stralloc *sender, const char *stage, int nargs,
+                           const char *rcpt, size_t rcptlen)
+{
+  static stralloc fault_xcode = { "4.3.0", 5, 0 };
+  verdict_reset(&fresh);
+  if (!checkid_call(nargs, sender, rcpt, rcptlen, &fresh)) {
+    /* a fault: logged with its reason, then the fault policy */
+    if (onerror_accept) {
+      log_decision(sender, stage, rcpt, rcptlen, "FAULT-ACCEPT", 0, 0, &why);
+      verdict_reset(&fresh);
+      fresh.action = ACT_ACCEPT;
+      return GO_ON;
+    }
+    log_decision(sender, stage, rcpt, rcptlen, "FAULT", 451, &fault_xcode, &why);
+    out("451 4.3.0 temporary failure in the sender policy check, try again later\r\n");
+    return REFUSED;
+  }
+  log_decision(sender, stage, rcpt, rcptlen, policy_action_name(fresh.action),
+               fresh.code, &fresh.xcode, &fresh.text);
+  if (fresh.action == ACT_REJECT || fresh.action == ACT_TEMPFAIL) {
+    verdict_reply(&fresh, &scratch);
+    out_sa(&scratch);
+    return REFUSED;
+  }
+  return GO_ON;
+}
+
+/* prog's reply is authoritative; when both say 2xx, checkID's text is sent. */
+static void relay_reply(int prog_code, const struct policy_verdict *v)
+{
+  if (v && v->code >= 200 && v->code <= 299 && prog_code >= 200 && prog_code <= 299) {
+    verdict_reply(v, &scratch);
+    out_sa(&scratch);
+  } else {
+    out_sa(&reply);
+  }
+}
+
+static void verdict_apply(void)
+{
+  struct policy_verdict *a = &txn.applied;
+  a->action = fresh.action;
+  a->code = fresh.code;
+  if (!stralloc_copy(&a->xcode, &fresh.xcode) || !stralloc_copy(&a->text, &fresh.text)
+      || !stralloc_copy(&a->headers, &fresh.headers))
+    die_nomem();
+  a->nheaders = fresh.nheaders;
+  txn.verdict = fresh.action;
+}
+
+/* ---- commands ---- */
+
+static void smtp_forward(void)
+{
+  prog_command();
+  out_sa(&reply);
+}
+
+static void ehlo_reply_rewrite(void)
+{
+  /* Insert our keyword before the last line; drop extensions the proxy
+   * cannot carry: STARTTLS (it cannot see inside TLS), CHUNKING/BINARYMIME
+   * (BDAT has no end-of-data line to check). */
+  static stralloc texts;
+  size_t n = 0, pos = 0;
+  texts.len = 0;
+  while (pos < reply.len) {
+    const char *l = reply.s + pos;
+    const char *e = memchr(l, '\n', reply.len - pos);
+    size_t len = (size_t)(e - l) - 1;   /* without CRLF */
+    pos = (size_t)(e - reply.s) + 1;
+    const char *t = l + 4;
+    size_t tlen = len > 4 ? len - 4 : 0;
+    size_t w = 0;
+    while (w < tlen && t[w] != ' ') ++w;
+    if (n > 0 && ((w == 8 && !strncasecmp(t, "STARTTLS", 8))
+                  || (w == 8 && !strncasecmp(t, "CHUNKING", 8))
+                  || (w == 10 && !strncasecmp(t, "BINARYMIME", 10))))
+      continue;
+    if (!netstring_catb(&texts, t, tlen)) die_nomem();
+    ++n;
+  }
+  /* rebuild: texts[0..n-2], keyword, texts[n-1] (or texts[0], keyword) */
+  size_t tp = 0, i = 0;
+  const char *f;
+  size_t fl;
+  reply.len = 0;
+  while (netstring_next(texts.s, texts.len, &tp, &f, &fl) == 1) {
+    int last = (i == n - 1);
+    if (last && n > 1) {
+      stralloc_cats(&reply, "250-");
+      stralloc_cats(&reply, keyword);
+      stralloc_cats(&reply, "\r\n");
+    }
+    stralloc_cats(&reply, (last && n > 1) ? "250 " : "250-");
+    stralloc_catb(&reply, f, fl);
+    stralloc_cats(&reply, "\r\n");
+    ++i;
+  }
+  if (n == 1) {
+    stralloc_cats(&reply, "250 ");
+    stralloc_cats(&reply, keyword);
+    if (!stralloc_cats(&reply, "\r\n")) die_nomem();
+  }
+}
+
+static void smtp_helo(int ehlo)
+{
+  int code = prog_command();
+  if (code >= 200 && code <= 299) {
+    if (!stralloc_copy(&helo, &arg)) die_nomem();
+    have_helo = 1;
+    have_id = 0;
+    id.len = 0;
+    txn_clear();
+    if (ehlo) ehlo_reply_rewrite();
+  }
+  out_sa(&reply);
+}
+
+static void smtp_id(void)
+{
+  if (txn.active) { out("503 5.5.1 ID must come before MAIL\r\n"); return; }
+  if (have_id) { out("503 5.5.1 ID already given\r\n"); return; }
+  size_t len = arg.len;
+  while (len && arg.s[len - 1] == ' ') --len;
+  if (!smtp_domain_valid(arg.s, len)) { out("501 5.5.4 syntax: ID domain\r\n"); return; }
+  if (!stralloc_copyb(&id, arg.s, len)) die_nomem();
+  have_id = 1;
+  out("250 2.1.0 ID ");
+  if (!stralloc_cat(&to_client, &id)) die_nomem();
+  out(" accepted\r\n");
+}
+
+/* prog's transaction and ours change together: only when prog accepts MAIL,
+ * or when we end it there with RSET. A MAIL prog refuses (555) leaves both. */
+static void smtp_mail(void)
+{
+  static stralloc sender;
+  if (!smtp_addr_parse(arg.s, arg.len, &sender)) { smtp_forward(); return; }
+  if (!skip_policy && decide(&sender, "mail", 4, 0, 0) == REFUSED) {
+    if (txn.active) {
+      /* prog still holds the old transaction: end it there too */
+      prog_send("RSET\r\n", 6);
+      prog_reply();
+      txn_clear();
+    }
+    return;
+  }
+  int code = prog_command();
+  if (code >= 200 && code <= 299) {
+    txn_clear();
+    txn.active = 1;
+    if (!stralloc_copy(&txn.sender, &sender)) die_nomem();
+    if (!skip_policy) verdict_apply();
+  }
+  relay_reply(code, skip_policy ? 0 : &fresh);
+}
+
+static void smtp_rcpt(void)
+{
+  static stralloc rcpt;
+  if (!txn.active) { smtp_forward(); return; }
+  if (!smtp_addr_parse(arg.s, arg.len, &rcpt)) { smtp_forward(); return; }
+  if (skip_policy || verdict_is_final(txn.verdict)) {
+    int code = prog_command();
+    if (code >= 200 && code <= 299 && !netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
+    out_sa(&reply);
+    return;
+  }
+  if (decide(&txn.sender, "rcpt", 5, rcpt.s, rcpt.len) == REFUSED) return;
+  int code = prog_command();
+  if (code >= 200 && code <= 299) {
+    if (!netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
+    verdict_apply();
+  }
+  relay_reply(code, &fresh);
+}
+
+static void smtp_rset(void)
+{
+  int code = prog_command();
+  if (code >= 200 && code <= 299) txn_clear();
+  out_sa(&reply);
+}
+
+static void smtp_quit(void)
+{
+  prog_command();
+  out_sa(&reply);
+  finish(0, -1);
+}
+
+static void smtp_unimplemented(void)
+{
+  out("502 unimplemented (#5.5.1)\r\n");
+}
+
+/* AUTH by a patched prog: relay the exchange line by line; a 235 means the
+ * client is authenticated, and its mail skips the policy. */
+static void smtp_auth(void)
+{
+  int code = prog_command();
+  while (code == 334) {
+    out_sa(&reply);
+    enum line_status st = client_line(LINE_MAX_AUTH);
+    if (st == LINE_EOF) finish(0, -1);
+    if (st == LINE_TOO_LONG || memchr(line.s, '\0', line.len) || memchr(line.s, '\r', line.len))
+      if (!stralloc_copys(&line, "*")) die_nomem();   /* cancels the exchange */
+    code = prog_command();
+  }
+  if (code == 235) skip_policy = 1;
+  out_sa(&reply);
+}
+
+/* ---- DATA ---- */
+
+enum data_state { D_BOL, D_MID, D_CR, D_DOT, D_DOTCR };
+enum data_scan { SCAN_MORE, SCAN_END, SCAN_BARE };
+
+/* Walk buf[0..len) from state *st. SCAN_END: *at is the index after the
+ * terminating LF. SCAN_BARE: a CR or LF that is not part of CRLF. */
+static enum data_scan data_scan(enum data_state *st, const char *buf, size_t len, size_t *at)
+{
+  enum data_state s = *st;
+  for (size_t i = 0; i < len; ++i) {
+    char c = buf[i];
+    switch (s) {
+      case D_BOL:
+        s = c == '.' ? D_DOT : c == '\r' ? D_CR : D_MID;
+        if (c == '\n') return SCAN_BARE;
+        break;
+      case D_MID:
+        if (c == '\n') return SCAN_BARE;
+        if (c == '\r') s = D_CR;
+        break;
+      case D_CR:
+        if (c != '\n') return SCAN_BARE;
+        s = D_BOL;
+        break;
+      case D_DOT:
+        if (c == '\n') return SCAN_BARE;
+        s = c == '\r' ? D_DOTCR : D_MID;
+        break;
+      case D_DOTCR:
+        if (c != '\n') return SCAN_BARE;
+        *st = D_BOL;
+        *at = i + 1;
+        return SCAN_END;
+    }
+  }
+  *st = s;
+  *at = len;
+  return SCAN_MORE;
+}
+
+static void smtp_data_relay(void)
+{
+  enum data_state st = D_BOL;
+  for (;;) {
+    if (client.start == client.end) {
+      long n = client_fill();
+      if (n <= 0) {
+        /* the client vanished mid-DATA: prog sees EOF and queues nothing */
+        finish(0, -1);
+      }
+    }
+    const char *p = client.buf + client.start;
+    size_t len = client.end - client.start, at;
+    enum data_scan r = data_scan(&st, p, len, &at);
+    if (r == SCAN_BARE) {
+      /* never forward an ambiguous line end (SMTP smuggling): prog gets EOF
+       * mid-message and nothing is queued */
+      log_start();
+      stralloc_cats(&logline, "bare CR or LF in DATA from ");
+      log_field(remote_ip, remote_ip ? strlen(remote_ip) : 0, remote_ip != 0);
+      log_flush();
+      finish("451 See https://cr.yp.to/docs/smtplf.html.\r\n", 111);
+    }
+    if (r == SCAN_END) {
+      prog_send(p, at);
+      client.start += at;
+      int code = prog_reply();
+      (void)code;
+      out_sa(&reply);
+      txn_clear();
+      return;
+    }
+    /* hold back a possible ".", ".\r" at the start of a line: it may be the
+     * terminator, completed by the next read */
+    size_t hold = st == D_DOT ? 1 : st == D_DOTCR ? 2 : 0;
+    if (len > hold) prog_send(p, len - hold);
+    client.start += len - hold;
+    if (hold) {
+      long n = client_fill();
+      if (n <= 0) finish(0, -1);
+    }
+    if (hold) st = D_BOL;   /* rescan the held bytes from the line start */
+  }
+}
+
+static void smtp_data(void)
+{
+  int code = prog_command();
+  out_sa(&reply);
+  if (code == 354) smtp_data_relay();
+}
+
+/* ---- the command table ---- */
+
+static const struct command {
+  const char *verb;
+  void (*fn)(void);
+} commands[] = {
+  { "mail", smtp_mail },
+  { "rcpt", smtp_rcpt },
+  { "data", smtp_data },
+  { "rset", smtp_rset },
+  { "quit", smtp_quit },
+  { "auth", smtp_auth },
+  { "starttls", smtp_unimplemented },
+  { "bdat", smtp_unimplemented },
+  { 0, smtp_forward },
+};
+
+static void smtp_ehlo(void) { smtp_helo(1); }
+static void smtp_helo_plain(void) { smtp_helo(0); }
+
+static void dispatch(void)
+{
+  /* verb up to the first space, argument after the spaces (as qmail-smtpd) */
+  size_t i = 0;
+  while (i < line.len && line.s[i] != ' ') ++i;
+  size_t v = i;
+  while (i < line.len && line.s[i] == ' ') ++i;
+  if (!stralloc_copyb(&arg, line.s + i, line.len - i)) die_nomem();
+  const char *verb = line.s;
+  if (v == 4 && !strncasecmp(verb, "ehlo", 4)) { smtp_ehlo(); return; }
+  if (v == 4 && !strncasecmp(verb, "helo", 4)) { smtp_helo_plain(); return; }
+  if (v == strlen(keyword) && !strncasecmp(verb, keyword, v)) { smtp_id(); return; }
+  for (const struct command *c = commands; ; ++c) {
+    if (!c->verb || (strlen(c->verb) == v && !strncasecmp(verb, c->verb, v))) {
+      c->fn();
+      return;
+    }
+  }
+}
+
+static int keyword_valid(const char *s)
+{
+  /* ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
+  size_t len = strlen(s);
+  if (!len || len > 32 || s[0] == '-') return 0;
+  for (size_t i = 0; i < len; ++i) {
+    char c = s[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static int64_t env_seconds(const char *name, int64_t fallback)
+{
+  const char *s = getenv(name);
+  if (!s || !*s) return fallback;
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (*end || v <= 0 || v > 86400) return fallback;
+  return (int64_t)v * 1000;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2) {
+    if (write(2, USAGE, sizeof USAGE - 1) < 0) {}
+    return 100;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  remote_ip = getenv("TCPREMOTEIP");
+  timeout_ms = env_seconds("IDCHECK_TIMEOUT", timeout_ms);
+  calltimeout_ms = env_seconds("IDCHECK_CALLTIMEOUT", calltimeout_ms);
+  const char *onerror = getenv("IDCHECK_ONERROR");
+  onerror_accept = onerror && !strcmp(onerror, "accept");
+  skip_policy = getenv("RELAYCLIENT") != 0 || getenv("IDCHECK_SKIP") != 0;
+  const char *kw = getenv("IDCHECK_KEYWORD");
+  if (kw && keyword_valid(kw)) keyword = kw;
+
+  fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+  fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
+  stream_init(&client, 0, client_space, sizeof client_space);
+  prog_start(argv + 1);
+
+  prog_reply();                 /* the greeting, or prog's refusal */
+  out_sa(&reply);
+
+  for (;;) {
+    if (last_code == 421) finish(0, -1);
+    enum line_status st = client_line(LINE_MAX_COMMAND);
+    if (st == LINE_EOF) finish(0, -1);
+    if (st == LINE_TOO_LONG) { out("500 5.5.2 line too long\r\n"); continue; }
+    if (memchr(line.s, '\0', line.len)) { out("500 5.5.2 NUL in command\r\n"); continue; }
+    if (memchr(line.s, '\r', line.len)) { out("500 5.5.2 bare CR in command\r\n"); continue; }
+    dispatch();
+  }
+}
