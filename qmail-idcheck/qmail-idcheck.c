@@ -821,6 +821,9 @@ int main(int argc, char **argv)
     return 100;
   }
   signal(SIGPIPE, SIG_IGN);
+  char pidtext[24];
+  snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
+  setenv("IDCHECK_PID", pidtext, 1);   /* the policy's log lines carry it too */
   remote_ip = getenv("TCPREMOTEIP");
   timeout_ms = env_seconds("IDCHECK_TIMEOUT", timeout_ms);
   calltimeout_ms = env_seconds("IDCHECK_CALLTIMEOUT", calltimeout_ms);

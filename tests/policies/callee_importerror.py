@@ -1,0 +1,2 @@
+"""Test policy whose import fails."""
+raise RuntimeError('broken policy module')
