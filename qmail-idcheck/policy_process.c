@@ -5,6 +5,7 @@
 #include "policy.h"
 #include "netstring.h"
 #include "policy_wire.h"
+#include "sibling.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -37,8 +38,8 @@ static void child_stop(void)
 
 static int child_start(stralloc *why)
 {
-  const char *prog = getenv("IDCHECK_PYTHONPROG");
-  if (!prog || !*prog) prog = IDCHECK_BINDIR "/qmail-idcheck-python";
+  static const char *prog;
+  if (!prog) prog = sibling_path("qmail-idcheck-python", "IDCHECK_PYTHONPROG", IDCHECK_BINDIR);
   int req[2], rep[2];
   if (pipe2(req, O_CLOEXEC) < 0) goto fail;
   if (pipe2(rep, O_CLOEXEC) < 0) { close(req[0]); close(req[1]); goto fail; }

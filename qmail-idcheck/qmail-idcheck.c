@@ -7,20 +7,25 @@
  * client's input runs dry. DATA is relayed in blocks, refusing bare CR and
  * bare LF so the proxy and qmail-smtpd always agree where a message ends. */
 #include "deadline.h"
+#include "header_fold.h"
 #include "netstring.h"
 #include "policy.h"
 #include "policy_wire.h"
 #include "sanitize.h"
+#include "sibling.h"
 #include "smtp_addr.h"
+#include "message_collect.h"
 #include "stralloc.h"
 #include "stream.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,7 +34,8 @@
 #define LINE_MAX_AUTH 12288        /* an AUTH response line (RFC 4954) */
 #define REPLY_TEXT_MAX 400         /* checkID's reply text on the wire */
 #define HEADERS_MAX 100
-#define HEADER_TEXT_MAX 8000
+#define HEADER_BYTES_MAX 65536      /* all of a verdict's headers: one datagram */
+#define HDRS_MAX (256 * 1024)      /* header section passed to checkID */
 
 extern char **environ;
 
@@ -40,6 +46,8 @@ static int64_t calltimeout_ms = 30 * 1000;     /* IDCHECK_CALLTIMEOUT */
 static int onerror_accept;                     /* IDCHECK_ONERROR=accept */
 static int skip_policy;                        /* RELAYCLIENT or IDCHECK_SKIP */
 static const char *keyword = "ID";             /* IDCHECK_KEYWORD */
+static size_t bodymax = 1048576;               /* IDCHECK_BODYMAX */
+static int channel = -1;   /* to qmail-idcheck-queue: it asks, we answer */
 
 /* The two sides. */
 static char client_space[65536], prog_space[8192];
@@ -63,6 +71,7 @@ struct transaction {
 static struct transaction txn;
 
 static stralloc line, arg, reply, scratch, request, answer, why, logline;
+static struct message_collect collect;   /* Hdrs and Body, while CONTINUE */
 
 /* ---- leaving ---- */
 
@@ -322,26 +331,6 @@ static int xcode_valid(const char *s, size_t len, int code)
   return digits && digits <= 3 && i == len;
 }
 
-static int label_valid(const char *s, size_t len)
-{
-  /* an RFC 5322 field name, optionally with its colon */
-  if (len && s[len - 1] == ':') --len;
-  if (!len || len > 76) return 0;
-  for (size_t i = 0; i < len; ++i)
-    if (s[i] < 33 || s[i] > 126 || s[i] == ':') return 0;
-  return 1;
-}
-
-static int header_text_valid(const char *s, size_t len)
-{
-  if (len > HEADER_TEXT_MAX) return 0;
-  for (size_t i = 0; i < len; ++i) {
-    unsigned char c = (unsigned char)s[i];
-    if ((c < 32 && c != '\t') || c == 127) return 0;   /* CR, LF, NUL: injection */
-  }
-  return 1;
-}
-
 /* The meaning of a verdict: 1 usable, 0 a fault (reason in why). */
 static int verdict_check(const struct policy_verdict *v)
 {
@@ -363,9 +352,11 @@ static int verdict_check(const struct policy_verdict *v)
     size_t pos = 0;
     const char *l, *t;
     size_t ll, tl;
+    size_t bytes = 0;
     while (wire_header_next(v, &pos, &l, &ll, &t, &tl) == 1) {
-      if (!label_valid(l, ll)) { reason = "invalid header label"; break; }
+      if (!header_label_valid(l, ll)) { reason = "invalid header label"; break; }
       if (!header_text_valid(t, tl)) { reason = "control character in header text"; break; }
+      if ((bytes += ll + tl) > HEADER_BYTES_MAX) { reason = "headers too long"; break; }
     }
   }
   if (reason) {
@@ -400,8 +391,11 @@ static int checkid_call(int nargs, const stralloc *sender, const char *rcpt,
   if (nargs > 4 && !stralloc_cat(&request, &txn.rcpts)) die_nomem();
   if (rcpt && !netstring_catb(&request, rcpt, rcptlen)) die_nomem();
   if (!netstring_close(&request, mark)) die_nomem();
-  if (!netstring_cats(&request, "") || !wire_put_opt(&request, 0, 0, 0)
-      || !netstring_cats(&request, "0"))
+  char size[24];
+  snprintf(size, sizeof size, "%zu", nargs == 7 ? collect.bodysize : 0);
+  if (!netstring_catb(&request, collect.hdrs.s, nargs == 7 ? collect.hdrs.len : 0)
+      || !wire_put_opt(&request, collect.body.s, collect.body.len, nargs == 7)
+      || !netstring_cats(&request, size))
     die_nomem();
   env_list_put(&request);
   if (!wire_request_end(&request, frame)) die_nomem();
@@ -439,10 +433,12 @@ static void verdict_reset(struct policy_verdict *v)
 }
 
 enum outcome { GO_ON, REFUSED };
+static stralloc refusal;   /* the reply for a REFUSED outcome */
 
-/* One policy decision at MAIL or RCPT. REFUSED: the reply is queued for the
- * client and the command must not reach prog. GO_ON: forward it; fresh holds
- * the verdict to apply if prog accepts. */
+/* One policy decision. REFUSED: refusal holds the client's reply, and fresh
+ * a REJECT or TEMPFAIL verdict (a fault under IDCHECK_ONERROR=tempfail is
+ * one). GO_ON: the command goes on; fresh holds the verdict to apply if prog
+ * accepts. */
 static enum outcome decide(const stralloc *sender, const char *stage, int nargs,
                            const char *rcpt, size_t rcptlen)
 {
@@ -450,21 +446,23 @@ static enum outcome decide(const stralloc *sender, const char *stage, int nargs,
   verdict_reset(&fresh);
   if (!checkid_call(nargs, sender, rcpt, rcptlen, &fresh)) {
     /* a fault: logged with its reason, then the fault policy */
+    verdict_reset(&fresh);
     if (onerror_accept) {
       log_decision(sender, stage, rcpt, rcptlen, "FAULT-ACCEPT", 0, 0, &why);
-      verdict_reset(&fresh);
       fresh.action = ACT_ACCEPT;
       return GO_ON;
     }
     log_decision(sender, stage, rcpt, rcptlen, "FAULT", 451, &fault_xcode, &why);
-    out("451 4.3.0 temporary failure in the sender policy check, try again later\r\n");
+    fresh.action = ACT_TEMPFAIL;
+    fresh.code = 451;
+    if (!stralloc_copys(&refusal, "451 4.3.0 temporary failure in the sender policy check, try again later\r\n"))
+      die_nomem();
     return REFUSED;
   }
   log_decision(sender, stage, rcpt, rcptlen, policy_action_name(fresh.action),
                fresh.code, &fresh.xcode, &fresh.text);
   if (fresh.action == ACT_REJECT || fresh.action == ACT_TEMPFAIL) {
-    verdict_reply(&fresh, &scratch);
-    out_sa(&scratch);
+    verdict_reply(&fresh, &refusal);
     return REFUSED;
   }
   return GO_ON;
@@ -584,6 +582,7 @@ static void smtp_mail(void)
   static stralloc sender;
   if (!smtp_addr_parse(arg.s, arg.len, &sender)) { smtp_forward(); return; }
   if (!skip_policy && decide(&sender, "mail", 4, 0, 0) == REFUSED) {
+    out_sa(&refusal);
     if (txn.active) {
       /* prog still holds the old transaction: end it there too */
       prog_send("RSET\r\n", 6);
@@ -613,7 +612,7 @@ static void smtp_rcpt(void)
     out_sa(&reply);
     return;
   }
-  if (decide(&txn.sender, "rcpt", 5, rcpt.s, rcpt.len) == REFUSED) return;
+  if (decide(&txn.sender, "rcpt", 5, rcpt.s, rcpt.len) == REFUSED) { out_sa(&refusal); return; }
   int code = prog_command();
   if (code >= 200 && code <= 299) {
     if (!netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
@@ -699,9 +698,119 @@ static enum data_scan data_scan(enum data_state *st, const char *buf, size_t len
   return SCAN_MORE;
 }
 
+/* ---- end of data: the verdict for qmail-idcheck-queue ---- */
+
+/* The verdict for the message whose final dot was just forwarded. It exists
+ * only from that moment until prog's reply to the dot, and is handed out
+ * once: the one wrapper that can be running then is this message's. */
+static struct policy_verdict pending;
+static int pending_set, pending_taken;
+
+static void channel_answer(int with_verdict)
+{
+  char buf[256];
+  ssize_t n = recv(channel, buf, sizeof buf, MSG_DONTWAIT);
+  if (n <= 0) return;
+  size_t pos = 0, flen, plen;
+  const char *f, *pid;
+  if (netstring_next(buf, (size_t)n, &pos, &f, &flen) != 1 || flen != 3 || memcmp(f, "ask", 3)
+      || netstring_next(buf, (size_t)n, &pos, &pid, &plen) != 1)
+    return;
+  scratch.len = 0;
+  if (!netstring_catb(&scratch, pid, plen)) die_nomem();
+  if (with_verdict && pending_set && !pending_taken) {
+    static stralloc frame;
+    frame.len = 0;
+    if (!wire_reply_encode(&frame, &pending) || !netstring_catb(&scratch, frame.s, frame.len))
+      die_nomem();
+    pending_taken = 1;
+  } else if (!netstring_cats(&scratch, "none")) {
+    die_nomem();
+  }
+  if (send(channel, scratch.s, scratch.len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {}
+}
+
+/* A question asked before the dot went out cannot be this message's. */
+static void channel_drain_stale(void)
+{
+  struct pollfd p = { channel, POLLIN, 0 };
+  while (channel >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) channel_answer(0);
+}
+
+/* prog's reply to the final dot, answering the wrapper meanwhile. */
+static int prog_reply_after_dot(void)
+{
+  deadline_t deadline = deadline_in(timeout_ms);
+  int chan = channel;
+  while (stream_find_lf(&progout) < 0) {
+    struct pollfd p[2] = { { progout.fd, POLLIN, 0 }, { chan, POLLIN, 0 } };
+    int64_t left = deadline - now_ms();
+    if (left <= 0) die_prog();
+    int r = poll(p, 2, left > 86400000 ? 86400000 : (int)left);
+    if (r < 0 && errno != EINTR) die_prog();
+    if (r <= 0) continue;
+    if (p[1].revents & POLLIN) channel_answer(1);
+    else if (p[1].revents) chan = -1;   /* every wrapper end is closed */
+    if (p[0].revents) break;
+  }
+  return prog_reply();
+}
+
+static void pending_from(const struct policy_verdict *v)
+{
+  pending.action = v->action;
+  pending.code = v->code;
+  if (!stralloc_copy(&pending.xcode, &v->xcode) || !stralloc_copy(&pending.text, &v->text)
+      || !stralloc_copy(&pending.headers, &v->headers))
+    die_nomem();
+  pending.nheaders = v->nheaders;
+}
+
+/* The final dot: fix the verdict (calling checkID while CONTINUE), let it go
+ * to prog, and reply to the client. REJECT and TEMPFAIL make the wrapper exit
+ * 31 / 71; prog's generic reply to that is replaced by checkID's. */
+static void data_end(int collecting)
+{
+  int called = 0;
+  enum outcome o = GO_ON;
+  channel_drain_stale();
+  if (collecting) {
+    if (!message_collect_end(&collect)) die_nomem();
+    o = decide(&txn.sender, "data", 7, 0, 0);
+    called = 1;
+    pending_from(&fresh);
+  } else if (skip_policy || txn.applied.action == ACT_NONE) {
+    verdict_reset(&pending);
+    pending.action = ACT_ACCEPT;
+  } else {
+    pending_from(&txn.applied);
+  }
+  pending_set = 1;
+  pending_taken = 0;
+
+  prog_send(".\r\n", 3);
+  int code = prog_reply_after_dot();
+  int refused = pending.action == ACT_REJECT || pending.action == ACT_TEMPFAIL;
+  if (refused && pending_taken && code / 100 == (pending.action == ACT_REJECT ? 5 : 4))
+    out_sa(&refusal);
+  else if (called && o == GO_ON)
+    relay_reply(code, &fresh);
+  else
+    out_sa(&reply);
+  if (!pending_taken && pending.action != ACT_ACCEPT && code / 100 == 2) {
+    log_start();
+    stralloc_cats(&logline, "warning: the verdict was not collected; is QMAILQUEUE honoured?");
+    log_flush();
+  }
+  pending_set = 0;
+  txn_clear();
+}
+
 static void smtp_data_relay(void)
 {
   enum data_state st = D_BOL;
+  int collecting = !skip_policy && txn.verdict == ACT_CONTINUE;
+  if (collecting) message_collect_start(&collect, bodymax, HDRS_MAX);
   for (;;) {
     if (client.start == client.end) {
       long n = client_fill();
@@ -723,24 +832,27 @@ static void smtp_data_relay(void)
       finish("451 See https://cr.yp.to/docs/smtplf.html.\r\n", 111);
     }
     if (r == SCAN_END) {
-      prog_send(p, at);
+      /* the terminator ".\r\n" is the last three bytes: held back until the
+       * verdict is fixed */
+      prog_send(p, at - 3);
+      if (collecting && !message_collect_feed(&collect, p, at - 3)) die_nomem();
       client.start += at;
-      int code = prog_reply();
-      (void)code;
-      out_sa(&reply);
-      txn_clear();
+      data_end(collecting);
       return;
     }
     /* hold back a possible ".", ".\r" at the start of a line: it may be the
      * terminator, completed by the next read */
     size_t hold = st == D_DOT ? 1 : st == D_DOTCR ? 2 : 0;
-    if (len > hold) prog_send(p, len - hold);
+    if (len > hold) {
+      prog_send(p, len - hold);
+      if (collecting && !message_collect_feed(&collect, p, len - hold)) die_nomem();
+    }
     client.start += len - hold;
     if (hold) {
       long n = client_fill();
       if (n <= 0) finish(0, -1);
+      st = D_BOL;   /* rescan the held bytes from the line's start */
     }
-    if (hold) st = D_BOL;   /* rescan the held bytes from the line start */
   }
 }
 
@@ -804,6 +916,37 @@ static int keyword_valid(const char *s)
   return 1;
 }
 
+/* The wrapper between prog and the real queue, and the channel it asks on.
+ * The channel's far end must not be 0, 1, 2 or 6 (notqmail moves its error
+ * pipe to 6 in the queue child and leaves other descriptors open). */
+static int channel_child_end = -1;
+
+static void queue_setup(void)
+{
+  const char *wrapper = sibling_path("qmail-idcheck-queue", "IDCHECK_QUEUEPROG", IDCHECK_BINDIR);
+  const char *queue = getenv("IDCHECK_QUEUE");
+  const char *qq = getenv("QMAILQUEUE");
+  if (!queue || !*queue)
+    queue = (qq && *qq && strcmp(qq, wrapper)) ? qq : "/var/qmail/bin/qmail-queue";
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+    out("421 4.3.0 cannot set up the queue channel\r\n");
+    flush_client();
+    _exit(111);
+  }
+  channel = sv[0];
+  channel_child_end = fcntl(sv[1], F_DUPFD, 7);   /* inheritable, above 6 */
+  close(sv[1]);
+  char num[24];
+  snprintf(num, sizeof num, "%d", channel_child_end);
+  if (channel_child_end < 0 || setenv("IDCHECK_CHANNEL", num, 1) < 0
+      || setenv("IDCHECK_QUEUE", queue, 1) < 0 || setenv("QMAILQUEUE", wrapper, 1) < 0) {
+    out("421 4.3.0 cannot set up the queue channel\r\n");
+    flush_client();
+    _exit(111);
+  }
+}
+
 static int64_t env_seconds(const char *name, int64_t fallback)
 {
   const char *s = getenv(name);
@@ -833,10 +976,19 @@ int main(int argc, char **argv)
   const char *kw = getenv("IDCHECK_KEYWORD");
   if (kw && keyword_valid(kw)) keyword = kw;
 
+  const char *bm = getenv("IDCHECK_BODYMAX");
+  if (bm && *bm) {
+    char *end;
+    unsigned long v = strtoul(bm, &end, 10);
+    if (!*end) bodymax = v;
+  }
+  queue_setup();
+
   fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
   fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
   stream_init(&client, 0, client_space, sizeof client_space);
   prog_start(argv + 1);
+  close(channel_child_end);   /* prog and its wrapper hold it; nobody else */
 
   prog_reply();                 /* the greeting, or prog's refusal */
   out_sa(&reply);
