@@ -1,0 +1,46 @@
+"""Runs every dialogue file in tests/dialogues/ as one test per variant.
+
+A dialogue file is an SMTP conversation with a fresh chain, one directive per
+line (the full syntax is in tests/README):
+
+    # comment                     chain bare|idcheck      policy NAME
+    env NAME=value                server-env NAME=value   control FILE text
+    prefix WORD...                standin-only [DIRECTIVE]
+    connect   send TEXT   sendraw "bytes\\r\\n"   expect TEXT   expect-eof
+    close     sleep SECS  kill-backend  repeat N send|sendraw|expect ...
+    stored N  message ... .end  messageraw "bytes"  envelope F..\\0T..\\0\\0
+    log TEXT  no-log TEXT                       ({*}: any run without CR/LF)
+
+Variants: 'plain' (build/) and 'asan' (build-asan/, skipped when
+IDCHECK_NO_ASAN is set or build-asan/ is missing). QMAIL_SMTPD=/path runs the
+suite against a real qmail-smtpd; files and lines marked standin-only are
+then skipped.
+
+Run:  /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/test_dialogues.py
+      ... -k bare-data          one file
+      IDCHECK_KEEP=1 ...        keep the temporary directories (tests/tmp/)
+Set-up values may use {top}, {tests} and {build} (absolute paths).
+"""
+import glob
+import os
+
+import pytest
+
+import harness
+
+DIALOGUES = sorted(glob.glob(os.path.join(harness.TESTS, 'dialogues', '*.dlg')))
+
+
+@pytest.mark.parametrize('variant', harness.variants())
+@pytest.mark.parametrize('path', DIALOGUES, ids=lambda p: os.path.basename(p)[:-4])
+def test_dialogue(path, variant):
+    error = None
+    try:
+        dialogue = harness.Dialogue(path)
+        if dialogue.standin_only and harness.real_smtpd():
+            pytest.skip('standin-only, and QMAIL_SMTPD is set')
+        harness.run_dialogue(path, variant)
+    except harness.HarnessError as e:
+        error = str(e)
+    if error is not None:       # outside the except: no chained traceback
+        pytest.fail(error, pytrace=False)
