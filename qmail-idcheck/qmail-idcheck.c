@@ -357,6 +357,9 @@ static int verdict_check(const struct policy_verdict *v)
       if (!header_label_valid(l, ll)) { reason = "invalid header label"; break; }
       if (!header_text_valid(t, tl)) { reason = "control character in header text"; break; }
       if ((bytes += ll + tl) > HEADER_BYTES_MAX) { reason = "headers too long"; break; }
+      /* the wrapper folds with the same function: what passes here, it can write */
+      scratch.len = 0;
+      if (!header_fold(&scratch, l, ll, t, tl)) { reason = "header word too long to fold"; break; }
     }
   }
   if (reason) {
