@@ -6,6 +6,7 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 MANDIR   ?= $(PREFIX)/share/man
 PYDIR    ?= $(PREFIX)/lib/qmail-idcheck/python
+SHAREDIR ?= $(PREFIX)/share/qmail-idcheck
 DESTDIR  ?=
 
 PYTHON   ?= /usr/bin/python3
@@ -63,17 +64,23 @@ check-fast: all
 demo: deps all
 	sh tests/demo
 
-install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(PYDIR)
+# The programs, the policy package byte-compiled, the man pages, and the run
+# scripts as examples (never over a live service directory).
+install: $(PROGS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
+	  $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PYDIR) $(DESTDIR)$(SHAREDIR)
 	install -m 755 $(PROGS) $(DESTDIR)$(BINDIR)/
-	for m in man/*.[0-9]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
-	cp -R python/. $(DESTDIR)$(PYDIR)/
+	for m in man/*.[0-9]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
+	cd python && find . -name __pycache__ -prune -o -type f -name '*.py' -print | \
+	  while read f; do install -D -m 644 "$$f" "$(DESTDIR)$(PYDIR)/$$f" || exit 1; done
 	$(PYTHON) -m compileall -q $(DESTDIR)$(PYDIR)
+	cp -R run-scripts $(DESTDIR)$(SHAREDIR)/
 
 uninstall:
 	for p in $(notdir $(PROGS)); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
 	for m in man/*.[0-9]; do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m#man/}; done
-	rm -rf $(DESTDIR)$(PYDIR)
+	rm -rf $(DESTDIR)$(PYDIR) $(DESTDIR)$(SHAREDIR)
+	-rmdir $(DESTDIR)$(PREFIX)/lib/qmail-idcheck 2>/dev/null
 
 clean:
 	rm -rf build build-asan
