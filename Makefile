@@ -71,8 +71,8 @@ install: $(PROGS)
 	  $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PYDIR) $(DESTDIR)$(SHAREDIR)
 	install -m 755 $(PROGS) $(DESTDIR)$(BINDIR)/
 	for m in man/*.[0-9]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
-	cd python && find . -name __pycache__ -prune -o -type f -name '*.py' -print | \
-	  while read f; do install -D -m 644 "$$f" "$(DESTDIR)$(PYDIR)/$$f" || exit 1; done
+	[ ! -d python ] || (cd python && find . -name __pycache__ -prune -o -type f -name '*.py' -print | \
+	  while read f; do install -D -m 644 "$$f" "$(DESTDIR)$(PYDIR)/$$f" || exit 1; done)
 	$(PYTHON) -m compileall -q $(DESTDIR)$(PYDIR)
 	cp -R run-scripts $(DESTDIR)$(SHAREDIR)/
 
