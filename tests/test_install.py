@@ -16,6 +16,7 @@ def files_under(root):
 
 
 def test_install_and_uninstall():
+    os.makedirs(os.path.join(harness.TESTS, 'tmp'), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.join(harness.TESTS, 'tmp')) as dest:
         make = ['make', '-s', '-C', harness.TOP, 'DESTDIR=' + dest, 'PREFIX=/usr/local']
         r = subprocess.run(make + ['install'], capture_output=True, timeout=300)

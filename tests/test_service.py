@@ -48,6 +48,7 @@ def test_service_runs_under_supervise(dns):  # noqa: F811
     build = harness.build_dir('plain')   # softlimit -m and ASan's reservations do not mix
     if not os.path.exists(os.path.join(build, 'rblsmtpd-plus')):
         pytest.skip('rblsmtpd-plus is not built')
+    os.makedirs(os.path.join(harness.TESTS, 'tmp'), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='service-', dir=os.path.join(harness.TESTS, 'tmp'))
     svscan = None
     try:
