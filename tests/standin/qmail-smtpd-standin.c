@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -294,12 +295,90 @@ static void smtp_helo(char *arg)
   helo_remember(arg);
 }
 
+/* STANDIN_EHLO="STARTTLS,AUTH LOGIN PLAIN": the keywords a patched
+ * qmail-smtpd (TLS, SMTP AUTH patches) adds, for testing the proxy's EHLO
+ * handling. Unset: notqmail's three lines exactly. */
 static void smtp_ehlo(char *arg)
 {
+  const char *extra = getenv("STANDIN_EHLO");
   out_puts("250-"); out_put(greeting.s, greeting.len);
-  out_puts("\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+  out_puts("\r\n250-PIPELINING\r\n");
+  while (extra && *extra) {
+    size_t n = str_chr(extra, ',');
+    out_puts("250-"); out_put(extra, n); out_puts("\r\n");
+    extra += n + (extra[n] == ',');
+  }
+  out_puts("250 8BITMIME\r\n");
   seen_mail = 0;
   helo_remember(arg);
+}
+
+/* STANDIN_AUTH="user:password": AUTH PLAIN and LOGIN with the replies of the
+ * common qmail SMTP AUTH patch. Unset: 502, as notqmail. */
+static int base64_decode(const char *in, stralloc *out)
+{
+  static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  unsigned long acc = 0;
+  int bits = 0;
+  out->len = 0;
+  for (; *in && *in != '='; ++in) {
+    const char *d = strchr(digits, *in);
+    if (!d) return 0;
+    acc = (acc << 6) | (unsigned long)(d - digits);
+    if ((bits += 6) >= 8) {
+      char c = (char)(acc >> (bits -= 8));
+      if (!stralloc_append(out, &c)) die_nomem();
+    }
+  }
+  return 1;
+}
+
+static int auth_line(stralloc *line)
+{
+  line->len = 0;
+  for (char ch; (ch = input_byte()) != '\n'; )
+    if (!stralloc_append(line, &ch)) die_nomem();
+  if (line->len && line->s[line->len - 1] == '\r') --line->len;
+  return stralloc_0(line);
+}
+
+static void smtp_auth(char *arg)
+{
+  const char *secret = getenv("STANDIN_AUTH");
+  static stralloc given, line, decoded;
+  if (!secret) { out_puts("502 unimplemented (#5.5.1)\r\n"); return; }
+  size_t n = str_chr(arg, ' ');
+  char *initial = arg[n] ? arg + n + 1 : 0;
+  arg[n] = 0;
+  given.len = 0;
+  if (case_equals(arg, "plain")) {
+    if (!initial) { out_puts("334 \r\n"); out_flush(); auth_line(&line); initial = line.s; }
+    if (!base64_decode(initial, &decoded)) goto fail;
+    /* authzid \0 user \0 password */
+    size_t a = byte_chr(decoded.s, decoded.len, 0);
+    if (a == decoded.len) goto fail;
+    size_t u = a + 1 + byte_chr(decoded.s + a + 1, decoded.len - a - 1, 0);
+    if (u == decoded.len) goto fail;
+    if (!stralloc_copyb(&given, decoded.s + a + 1, u - a - 1) || !stralloc_append(&given, ":")
+        || !stralloc_catb(&given, decoded.s + u + 1, decoded.len - u - 1))
+      die_nomem();
+  } else if (case_equals(arg, "login")) {
+    out_puts("334 VXNlcm5hbWU6\r\n"); out_flush(); auth_line(&line);
+    if (!base64_decode(line.s, &decoded) || !stralloc_copy(&given, &decoded)) goto fail;
+    out_puts("334 UGFzc3dvcmQ6\r\n"); out_flush(); auth_line(&line);
+    if (!base64_decode(line.s, &decoded) || !stralloc_append(&given, ":")
+        || !stralloc_cat(&given, &decoded))
+      goto fail;
+  } else {
+    out_puts("504 auth type unimplemented (#5.5.1)\r\n");
+    return;
+  }
+  if (given.len == str_len(secret) && !byte_diff(given.s, given.len, secret)) {
+    out_puts("235 ok, go ahead (#2.0.0)\r\n");
+    return;
+  }
+fail:
+  out_puts("535 authorization failed (#5.7.0)\r\n");
 }
 
 static void smtp_rset(char *arg) { (void)arg; seen_mail = 0; out_puts("250 flushed\r\n"); }
@@ -658,6 +737,7 @@ static const struct command commands[] = {
   { "help", smtp_help, 1 },
   { "noop", smtp_noop, 1 },
   { "vrfy", smtp_vrfy, 1 },
+  { "auth", smtp_auth, 1 },
   { 0, smtp_unimplemented, 1 },
 };
 
