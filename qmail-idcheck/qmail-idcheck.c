@@ -1,5 +1,6 @@
 /* qmail-idcheck: an SMTP line proxy between tcpserver and qmail-smtpd that
- * speaks the ID extension and asks checkID (Python) at MAIL and RCPT.
+ * speaks the ID extension and asks checkID (Python) at MAIL, RCPT and the end
+ * of data; qmail-idcheck-queue carries out the verdict at the queue.
  *
  * Commands are handed to prog one at a time and each reply is read whole
  * before the next command goes on, so pipelined batches stay in order;
@@ -77,22 +78,25 @@ static struct message_collect collect;   /* Hdrs and Body, while CONTINUE */
 
 static void flush_client(void);
 
-static int prog_wait(int64_t ms)
+static void prog_wait_expired(int sig)
+{
+  (void)sig;
+  if (prog_pid > 0) kill(prog_pid, SIGKILL);
+}
+
+/* prog's exit status, waiting at most seconds (then it is killed). */
+static int prog_wait(unsigned seconds)
 {
   int status = 0;
   if (prog_pid <= 0) return 0;
-  deadline_t deadline = deadline_in(ms);
-  for (;;) {
-    pid_t r = waitpid(prog_pid, &status, WNOHANG);
-    if (r == prog_pid) break;
-    if (r < 0 && errno != EINTR) return 0;
-    if (now_ms() >= deadline) {
-      kill(prog_pid, SIGKILL);
-      waitpid(prog_pid, &status, 0);
-      break;
-    }
-    usleep(2000);
-  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = prog_wait_expired;   /* no SA_RESTART: waitpid returns EINTR */
+  sigaction(SIGALRM, &sa, 0);
+  alarm(seconds);
+  while (waitpid(prog_pid, &status, 0) < 0)
+    if (errno != EINTR) { status = 111 << 8; break; }
+  alarm(0);
   prog_pid = -1;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 111;
@@ -107,7 +111,7 @@ static void finish(const char *last_words, int code)
   policy_end();
   if (progin >= 0) close(progin);
   progin = -1;
-  int status = prog_wait(10000);
+  int status = prog_wait(10);
   _exit(code >= 0 ? code : status);
 }
 
@@ -198,7 +202,7 @@ static void flush_client(void)
     policy_end();
     if (progin >= 0) close(progin);
     progin = -1;
-    prog_wait(10000);
+    prog_wait(10);
     _exit(111);
   }
   to_client.len = 0;
