@@ -1,5 +1,6 @@
 #include "python_module.h"
 #include "python_log.h"
+#include "python_dns.h"
 #include <string.h>
 
 static PyObject *module;        /* the imported idcheck module */
@@ -158,6 +159,7 @@ static PyObject *idcheck_log(PyObject *self, PyObject *arg)
 static PyMethodDef idcheck_methods[] = {
   {"log", idcheck_log, METH_O,
    "log(msg): one line to the log (control bytes become '?', cut at 1000 bytes)."},
+  {"dns", (PyCFunction)(void (*)(void))idcheck_dns, METH_VARARGS | METH_KEYWORDS, IDCHECK_DNS_DOC},
   {NULL, NULL, 0, NULL}
 };
 
@@ -180,7 +182,8 @@ PyMODINIT_FUNC idcheck_module_init(void)
       || PyModule_AddObjectRef(m, "environ", env) < 0
       || PyModule_AddIntConstant(m, "bodysize", 0) < 0
       || PyModule_AddObjectRef(m, "stage", Py_None) < 0
-      || PyModule_AddObjectRef(m, "LogWriter", (PyObject *)&LogWriter_Type) < 0) {
+      || PyModule_AddObjectRef(m, "LogWriter", (PyObject *)&LogWriter_Type) < 0
+      || idcheck_dns_add_types(m) < 0) {
     Py_XDECREF(env);
     Py_DECREF(m);
     return NULL;

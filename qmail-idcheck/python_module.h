@@ -3,6 +3,7 @@
  *   idcheck.environ    dict: the connection's environment (str, surrogateescape)
  *   idcheck.bodysize   int: the full size of the body (Body may be cut)
  *   idcheck.stage      'mail', 'rcpt' or 'data'
+ *   idcheck.dns(name, qtype, timeout)  DNS lookups (python_dns.h)
  * environ, bodysize and stage are refreshed before every call; environ stays
  * the same dict object, so `from idcheck import environ` keeps working. */
 #ifndef PYTHON_MODULE_H

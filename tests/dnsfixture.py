@@ -1,10 +1,11 @@
 """DNS for the test suite: Debian's tinydns on a loopback address, serving
-the zone data in tests/dns/data, plus two misbehaving servers.
+the zone data in tests/dns/data and tests/dns/*.data, plus two misbehaving
+servers.
 
 Each server listens on port 53 of its own address in one loopback /24
 (127.53.0.0/24 unless taken; see DnsFixture.start):
 
-    .1  tinydns, the data of tests/dns/data           fixture.ip
+    .1  tinydns, tests/dns/data + tests/dns/*.data    fixture.ip
     .2  a black hole: reads queries, never answers    fixture.blackhole_ip
     .3  a forwarder to .1 that answers names under
         slow.test after SLOW_MS milliseconds          fixture.slow_ip
@@ -59,6 +60,14 @@ QTYPES = {'A': 1, 'NS': 2, 'CNAME': 5, 'SOA': 6, 'PTR': 12, 'MX': 15,
 
 class FixtureError(RuntimeError):
     pass
+
+
+def data_files(data=DATA):
+    """The zone data tinydns serves: data, then every *.data file beside it
+    (sorted), compiled together."""
+    here = os.path.dirname(os.path.abspath(data))
+    return [data] + sorted(os.path.join(here, n) for n in os.listdir(here)
+                           if n.endswith('.data') and os.path.join(here, n) != data)
 
 
 # ---------------------------------------------------------------- packets
@@ -306,8 +315,10 @@ class DnsFixture:
         root = os.path.join(self.workdir, 'root')
         os.makedirs(root, exist_ok=True)
         self.nonce = '%016x' % random.getrandbits(64)
-        with open(self.data) as f:
-            text = f.read()
+        text = ''
+        for path in data_files(self.data):
+            with open(path) as f:
+                text += f.read().rstrip('\n') + '\n'
         with open(os.path.join(root, 'data'), 'w') as f:
             f.write(text)
             f.write("\n# added by dnsfixture.py: proves the server is ours\n")

@@ -1,0 +1,218 @@
+"""The reference policy's configuration: the one place an administrator edits.
+
+Every setting below has a default here and can be overridden per client by
+an environment variable (set in the tcprules file that tcpserver reads, so
+a partner network can get other rules than the rest of the world):
+
+  setting          variable                 default
+  SERVICES         CHECKID_SERVICES         S1=s1.registry.test@1,M2=m2.registry.test@1,H1=h1.registry.test@1
+  ACCEPT_AT        CHECKID_ACCEPT_AT        6      weighted grade >= this: ACCEPT
+  FILTER_AT        CHECKID_FILTER_AT        3      >= this: FILTER, below: REJECT
+  UNRATED          CHECKID_UNRATED          ACCEPT no service rates the identity
+  SPF_ACTIONS      CHECKID_SPF_<RESULT>     see below, e.g. CHECKID_SPF_SOFTFAIL=REJECT
+  PRESCREEN_ZONE   CHECKID_PRESCREEN_ZONE   ''     the DNSBL of the pre-screen ('' = off)
+  PRESCREEN_CODES  CHECKID_PRESCREEN_CODES  127.0.0.0/8   answers that count as listed
+  DKIM             CHECKID_DKIM             1      verify DKIM signatures at end of data
+  DEFER            CHECKID_DEFER            0      1: CONTINUE instead of ACCEPT before
+                                                   the data, so DKIM runs for every message
+  DNS_TIMEOUT      CHECKID_DNS_TIMEOUT      5      seconds per DNS lookup
+  SPF_TIMEOUT      CHECKID_SPF_TIMEOUT      15     seconds for all of SPF's lookups
+
+Grades weigh A=9, B=7, C=5, D=0 (GRADES). The score is the weighted mean of
+the grades the services gave (services without a grade do not count).
+
+SERVICES is a comma-separated list of NAME=ZONE[@WEIGHT]: the rating of
+identity example.com by service S1 is the TXT record at
+example.com.<S1's zone>, whose text starts with the grade letter. The
+default zones are under .test (RFC 2606): they exist only in the test
+suite's DNS data, so replace them with the Registry's zones.
+
+SPF_ACTIONS maps each SPF result of the identity to what the policy does:
+
+  RATE      look the identity up in the rating services and let the
+            score decide (ACCEPT / FILTER / REJECT)
+  ACCEPT, FILTER, CONTINUE, REJECT, TEMPFAIL, DISCARD
+            that verdict, with the reply in REPLIES
+
+The error answers 127.255.255.252-127.255.255.255 (Spamhaus: typo in the
+list name, open resolver, rate limit) and answers outside 127/8 never count
+as a pre-screen hit, whatever PRESCREEN_CODES says.
+"""
+
+SERVICES = [
+    # (name, zone, weight)
+    ('S1', 's1.registry.test', 1.0),
+    ('M2', 'm2.registry.test', 1.0),
+    ('H1', 'h1.registry.test', 1.0),
+]
+
+GRADES = {'A': 9, 'B': 7, 'C': 5, 'D': 0}
+
+ACCEPT_AT = 6.0
+FILTER_AT = 3.0
+UNRATED = 'ACCEPT'
+
+SPF_ACTIONS = {
+    'pass': 'RATE',
+    'fail': 'REJECT',
+    'softfail': 'FILTER',
+    'neutral': 'CONTINUE',
+    'none': 'CONTINUE',
+    'temperror': 'TEMPFAIL',
+    'permerror': 'FILTER',
+}
+
+PRESCREEN_ZONE = ''
+PRESCREEN_CODES = '127.0.0.0/8'
+
+DKIM = True
+DEFER = False
+
+DNS_TIMEOUT = 5.0
+SPF_TIMEOUT = 15.0
+
+# The replies, by what led to the verdict. %(ip)s, %(id)s, %(zone)s,
+# %(ratings)s are filled in; quotes as in the seed's example.
+REPLIES = {
+    'ok': (250, '', 'Sender OK'),
+    'fail': (550, '5.7.1', "Sending MTA '%(ip)s' not authorized by '%(id)s'"),
+    'softfail': (550, '5.7.1', "Sending MTA '%(ip)s' not authorized by '%(id)s'"),
+    'neutral': (550, '5.7.1', "Sending MTA '%(ip)s' not authorized by '%(id)s'"),
+    'none': (550, '5.7.1', "No sender authentication for '%(id)s'"),
+    'permerror': (550, '5.7.1', "Sender authentication record of '%(id)s' is broken"),
+    'temperror': (451, '4.4.3', "Temporary DNS failure checking '%(id)s', try again later"),
+    'ratings': (550, '5.7.1', "Sender '%(id)s' is not accepted here (%(ratings)s)"),
+    'prescreen': (554, '5.7.1', "Sending MTA '%(ip)s' is listed in %(zone)s"),
+    'prescreen-temp': (451, '4.7.1', "Sending MTA '%(ip)s': try again later"),
+}
+
+ACTIONS = ('ACCEPT', 'REJECT', 'FILTER', 'CONTINUE', 'TEMPFAIL', 'DISCARD')
+SPF_RESULTS = tuple(SPF_ACTIONS)
+
+
+class Config:
+    """The settings in force for one call: the defaults above with the
+    connection's CHECKID_* variables applied. A malformed variable is
+    ignored (the default stands) and reported in .warnings."""
+
+    def __init__(self, environ=None):
+        env = environ or {}
+        self.warnings = []
+        self.services = self._services(env.get('CHECKID_SERVICES'))
+        self.accept_at = self._number(env, 'CHECKID_ACCEPT_AT', ACCEPT_AT)
+        self.filter_at = self._number(env, 'CHECKID_FILTER_AT', FILTER_AT)
+        self.unrated = self._action(env, 'CHECKID_UNRATED', UNRATED)
+        self.spf_actions = {}
+        for result, action in SPF_ACTIONS.items():
+            self.spf_actions[result] = self._action(env, 'CHECKID_SPF_' + result.upper(),
+                                                    action, allow_rate=True)
+        zone = env.get('CHECKID_PRESCREEN_ZONE', PRESCREEN_ZONE)
+        self.prescreen_zone = zone.strip().strip('.').lower()
+        self.prescreen_codes = self._codes(env.get('CHECKID_PRESCREEN_CODES', PRESCREEN_CODES))
+        self.dkim = self._flag(env, 'CHECKID_DKIM', DKIM)
+        self.defer = self._flag(env, 'CHECKID_DEFER', DEFER)
+        self.dns_timeout = self._number(env, 'CHECKID_DNS_TIMEOUT', DNS_TIMEOUT, positive=True)
+        self.spf_timeout = self._number(env, 'CHECKID_SPF_TIMEOUT', SPF_TIMEOUT, positive=True)
+
+    def key(self):
+        """What SPF and rating answers depend on (for the per-session cache)."""
+        return (tuple(self.services), self.dns_timeout, self.spf_timeout)
+
+    # ---- parsers ----
+
+    def _warn(self, var, value):
+        self.warnings.append('%s=%r ignored' % (var, value))
+
+    def _number(self, env, var, default, positive=False):
+        value = env.get(var)
+        if value is None:
+            return default
+        try:
+            n = float(value)
+            if n != n or n in (float('inf'), float('-inf')) or (positive and n <= 0):
+                raise ValueError
+            return n
+        except ValueError:
+            self._warn(var, value)
+            return default
+
+    def _flag(self, env, var, default):
+        value = env.get(var)
+        if value is None:
+            return default
+        v = value.strip().lower()
+        if v in ('1', 'yes', 'on', 'true'):
+            return True
+        if v in ('0', 'no', 'off', 'false', ''):
+            return False
+        self._warn(var, value)
+        return default
+
+    def _action(self, env, var, default, allow_rate=False):
+        value = env.get(var)
+        if value is None:
+            return default
+        v = value.strip().upper()
+        if v in ACTIONS or (allow_rate and v == 'RATE'):
+            return v
+        self._warn(var, value)
+        return default
+
+    def _services(self, value):
+        if value is None:
+            return list(SERVICES)
+        out = []
+        for item in value.split(','):
+            item = item.strip()
+            if not item:
+                continue
+            name, eq, rest = item.partition('=')
+            zone, at, weight = rest.partition('@')
+            try:
+                w = float(weight) if at else 1.0
+                if not eq or not name.strip() or not zone.strip() or not (w >= 0) \
+                        or w == float('inf'):
+                    raise ValueError
+            except ValueError:
+                self._warn('CHECKID_SERVICES', item)
+                continue
+            out.append((name.strip(), zone.strip().strip('.').lower(), w))
+        return out
+
+    def _codes(self, value):
+        """[(low, high)] as 32-bit integers, inside 127/8."""
+        out = []
+        for item in value.split(','):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                if '/' in item:
+                    base, bits = item.split('/')
+                    b = int(bits)
+                    if not 8 <= b <= 32:
+                        raise ValueError
+                    low = _ip4(base)
+                    high = low | ((1 << (32 - b)) - 1)
+                elif '-' in item:
+                    a, b = item.split('-')
+                    low, high = _ip4(a), _ip4(b)
+                else:
+                    low = high = _ip4(item)
+                if low > high or low >> 24 != 127 or high >> 24 != 127:
+                    raise ValueError
+            except ValueError:
+                self._warn('CHECKID_PRESCREEN_CODES', item)
+                continue
+            out.append((low, high))
+        return out
+
+
+def _ip4(text):
+    parts = text.strip().split('.')
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise ValueError(text)
+    n = 0
+    for p in parts:
+        n = n * 256 + int(p)
+    return n

@@ -1,0 +1,116 @@
+"""DKIM (RFC 6376) at end of data, with dkimpy (Debian python3-dkim).
+
+The message is put back together from what checkID got: the header fields
+(str, surrogateescape, folding kept) each with CRLF, an empty line, the
+body bytes. When Body was cut (idcheck.bodysize is larger than len(Body))
+the signatures cannot be checked: the result is 'toolarge'.
+
+verify() returns (result, text) for the method's own header: result is
+'none' (no signature), 'pass', 'fail', 'temperror', 'permerror' or
+'toolarge', the best over the signatures; text is the header text, one
+"dkim=RESULT header.d=DOMAIN header.s=SELECTOR" per signature, joined with
+"; " (Authentication-Results style, RFC 8601).
+"""
+from . import dnsio
+from .spf_check import _hidden_resolvers
+
+_dkim = None
+_logger = None
+ORDER = ('pass', 'fail', 'temperror', 'permerror', 'toolarge', 'none')
+
+
+def module():
+    global _dkim, _logger
+    if _dkim is None:
+        with _hidden_resolvers():
+            import dkim
+        import logging
+        _logger = logging.getLogger('checkid.dkim')
+        _logger.addHandler(logging.NullHandler())
+        _logger.propagate = False
+        _dkim = dkim
+    return _dkim
+
+
+def message_bytes(Hdrs, Body):
+    head = b''.join(h.encode('utf-8', 'surrogateescape') if isinstance(h, str) else bytes(h)
+                    for h in _with_crlf(Hdrs))
+    return head + b'\r\n' + (Body or b'')
+
+
+def _with_crlf(Hdrs):
+    for h in Hdrs:
+        yield h
+        yield '\r\n' if isinstance(h, str) else b'\r\n'
+
+
+def _signatures(Hdrs):
+    n = 0
+    for h in Hdrs:
+        name = h.split(':', 1)[0] if isinstance(h, str) else h.split(b':', 1)[0].decode('latin-1')
+        if name.strip().lower() == 'dkim-signature':
+            n += 1
+    return n
+
+
+def _token(value):
+    """A d= or s= value fit for a header: printable ASCII, no spaces."""
+    if isinstance(value, bytes):
+        value = value.decode('ascii', 'replace')
+    value = ''.join(c if '!' <= c <= '~' and c != ';' else '?' for c in str(value))
+    return value[:100] or '?'
+
+
+def verify(Hdrs, Body, bodysize=None, timeout=5.0):
+    count = _signatures(Hdrs or [])
+    if not count:
+        return 'none', 'dkim=none'
+    if bodysize is not None and Body is not None and bodysize > len(Body):
+        return 'toolarge', 'dkim=neutral reason="body too large to verify (%d bytes)"' % bodysize
+    dkim = module()
+
+    failed = []        # what dnsfunc met: dkimpy turns its errors into False
+
+    def dnsfunc(name, timeout=timeout):
+        if isinstance(name, bytes):
+            name = name.decode('ascii', 'replace')
+        try:
+            records = dnsio.lookup(name, 'TXT', timeout)
+        except dnsio.DNSError as e:
+            failed.append('temperror')
+            raise dkim.DnsTimeoutError(str(e))
+        return b''.join(records[0]) if records else None
+
+    message = message_bytes(Hdrs, Body)
+    results, parts = [], []
+    for idx in range(count):
+        d = None
+        del failed[:]
+        try:
+            d = dkim.DKIM(message, logger=_logger, timeout=timeout)
+            ok = d.verify(idx=idx, dnsfunc=dnsfunc)
+            if ok:
+                result = 'pass'
+            elif failed:
+                result = failed[0]
+            elif getattr(d, 'pk', None) is None:
+                result = 'permerror'      # no key, or a key that is not one
+            else:
+                result = 'fail'
+        except dkim.ValidationError:
+            result = 'fail'               # body hash mismatch and the like
+        except dkim.DKIMException:
+            result = 'permerror'
+        except Exception:                 # a malformed message must not fault the call
+            result = 'permerror'
+        text = 'dkim=%s' % result
+        domain = getattr(d, 'domain', None)
+        selector = getattr(d, 'selector', None)
+        if domain:
+            text += ' header.d=%s' % _token(domain)
+        if selector:
+            text += ' header.s=%s' % _token(selector)
+        results.append(result)
+        parts.append(text)
+    best = min(results, key=ORDER.index)
+    return best, '; '.join(parts)

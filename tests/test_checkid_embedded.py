@@ -1,0 +1,246 @@
+"""idcheck.dns and the reference policy inside qmail-idcheck-python (plain
+and ASan builds), against tinydns (tests/dnsfixture.py). The callee is
+driven over its pipes as qmail-idcheck drives it (test_python_callee.Callee).
+"""
+import ast
+import os
+import re
+import socket
+import struct
+import threading
+
+import pytest
+
+from dnsfixture import dns  # noqa: F401  (the session-scoped DNS fixture)
+import test_python_callee as callee
+
+TOP = callee.TOP
+PYTHONPATH = os.path.join(TOP, 'tests', 'policies') + ':' + os.path.join(TOP, 'python')
+DKIM_KEY = os.path.join(TOP, 'tests', 'dns', 'dkim-sel1.private')
+
+
+@pytest.fixture(params=callee.binaries(), ids=lambda p: p.split(os.sep)[-2])
+def spawn(request, dns):
+    if not os.path.exists(request.param):
+        pytest.fail('%s is missing: run make' % request.param)
+    started = []
+
+    def start(module='t_dns', server=None, **env):
+        c = callee.Callee(request.param, module=module, pythonpath=PYTHONPATH,
+                          DNSCACHEIP=server or dns.ip, **env)
+        started.append(c)
+        return c
+    yield start
+    for c in started:
+        c.kill()
+
+
+def ask(c, query, h=b'helo.example'):
+    """idcheck.dns through t_dns: (reply text, milliseconds)."""
+    action, code, xcode, text, headers = c.call(id=query.encode(), h=h)
+    assert action == b'ACCEPT', (text, c.log())
+    return text.decode(), int(headers[0][1])
+
+
+# ---- idcheck.dns ----
+
+def test_dns_types(spawn):
+    c = spawn()
+    assert ask(c, 'mail.mx.spf.test A')[0] == "['192.0.2.30']"
+    assert ask(c, 'v6.spf.test AAAA')[0] == "['2001:db8::5']"
+    assert ask(c, 'mx.spf.test MX')[0] == "[(10, 'mail.mx.spf.test')]"
+    assert ask(c, '40.2.0.192.in-addr.arpa PTR')[0] == "['host40.ptr.spf.test']"
+    assert ask(c, 'example.com txt')[0] == "[(b'v=spf1 ip4:192.0.2.1 ip4:127.0.0.1 -all',)]"
+    assert sorted(ast.literal_eval(ask(c, '5.2.0.192.bl.test A')[0])) == ['127.0.0.2', '127.0.0.4']
+    # more than 255 bytes: several character-strings in one record
+    long = ask(c, 'long.spf.test TXT')[0]
+    assert long.startswith("[(b'v=spf1 ip4:198.51.100.1 ") and "', b'" in long
+    assert ask(c, 'nx.spf.test A')[0] == '[]'               # NXDOMAIN
+    assert ask(c, 'none.spf.test MX')[0] == '[]'            # no such records
+    assert ask(c, 'example.com.', h=b'bytes')[0] == '[]'    # bytes, trailing dot: no A
+    assert ask(c, 'mail.mx.spf.test. A', h=b'bytes')[0] == "['192.0.2.30']"
+    c.finish()
+
+
+def test_dns_bad_arguments(spawn):
+    c = spawn()
+    bad_name = "('ValueError', False, 'idcheck.dns: not a domain name DNS can carry')"
+    assert ask(c, 'bad\\name A')[0] == bad_name
+    assert ask(c, 'caf\u00e9.example A')[0] == bad_name
+    assert ask(c, ('a' * 64) + '.example A')[0] == bad_name
+    assert ask(c, '.'.join(['abcdefghi'] * 30) + ' A')[0] == bad_name
+    assert ask(c, 'example.com SRV')[0] == \
+        "('ValueError', False, 'idcheck.dns: unknown type SRV (A, AAAA, MX, PTR, TXT)')"
+    for t in ('0', '-1', 'nan', 'inf'):
+        assert ask(c, 'example.com A %s' % t)[0] == \
+            "('ValueError', False, 'idcheck.dns: timeout must be a positive number')"
+    c.finish()
+
+
+def test_dns_deadline(spawn, dns):
+    """A silent server: DNSTimeout after the call's own timeout (libowfat
+    alone would retry for about a minute)."""
+    c = spawn(server=dns.blackhole_ip)
+    text, ms = ask(c, 'example.com TXT 0.3')
+    assert text == "('DNSTimeout', True, 'no answer for example.com TXT within 300 ms')"
+    assert 280 <= ms < 1500, ms
+    c.finish()
+    # the slow forwarder: too late for 0.1 s, in time for 2 s
+    c = spawn(server=dns.slow_ip)
+    assert ask(c, '3.100.51.198.slow.test A 0.1')[0].startswith("('DNSTimeout', True,")
+    assert ask(c, '3.100.51.198.slow.test A 2')[0] == "['127.0.0.2']"
+    c.finish()
+
+
+class ServfailServer:
+    """Answers every query with SERVFAIL, on port 53 of a free address in the
+    fixture's /24."""
+
+    def __init__(self, net):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for host in range(250, 200, -1):
+            try:
+                self.sock.bind(('%s.%d' % (net, host), 53))
+                self.ip = '%s.%d' % (net, host)
+                break
+            except OSError:
+                continue
+        else:
+            pytest.skip('no free address for the SERVFAIL server')
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                pkt, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            qid, flags = struct.unpack('>HH', pkt[:4])
+            reply = struct.pack('>HHHHHH', qid, 0x8182, 1, 0, 0, 0) + pkt[12:]
+            self.sock.sendto(reply, peer)
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_dns_servfail_is_dnserror(spawn, dns):
+    srv = ServfailServer(dns.net)
+    try:
+        c = spawn(server=srv.ip)
+        text, ms = ask(c, 'example.com TXT 3')
+        assert text == "('DNSError', True, 'lookup of example.com TXT failed')"
+        assert ms < 1000, ms
+        c.finish()
+        # and the policy maps it to temperror
+        c = spawn(module='checkid', server=srv.ip)
+        assert c.call(id=b'example.com', env=[b'CHECKID_DNS_TIMEOUT=3'])[:4] == (
+            b'TEMPFAIL', b'451', b'4.4.3',
+            b"Temporary DNS failure checking 'example.com', try again later")
+        c.finish()
+    finally:
+        srv.close()
+
+
+def test_dns_releases_the_gil(spawn, dns):
+    """Another Python thread runs while idcheck.dns waits."""
+    c = spawn(module='t_dns_thread', server=dns.blackhole_ip)
+    action, code, xcode, text, headers = c.call(id=b'example.com')
+    ticks = int(text)
+    assert ticks >= 5, (ticks, c.log())
+    c.finish()
+
+
+# ---- the reference policy, embedded ----
+
+def test_seed_examples_embedded_without_dnspython(spawn):
+    c = spawn(module='t_checkid_probe')
+    assert c.call(ip=b'192.0.2.1', id=b'example.net', h=None, s=None) == (
+        b'REJECT', b'550', b'5.7.1', b"Sending MTA '192.0.2.1' not authorized by 'example.net'",
+        [(b'X-Modules:', b'spf')])
+    assert c.call(ip=b'192.0.2.1', id=b'example.com', h=None, s=None) == (
+        b'ACCEPT', b'250', b'', b'Sender OK',
+        [(b'Authent:', b'192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B'),
+         (b'X-Modules:', b'spf')])
+    c.finish()
+
+
+def test_environment_overrides_embedded(spawn):
+    """CHECKID_* come from the connection's environment (idcheck.environ)."""
+    c = spawn(module='checkid')
+    env = [b'CHECKID_PRESCREEN_ZONE=bl.test']
+    assert c.call(ip=b'192.0.2.2', id=b'example.com', env=env)[:4] == (
+        b'REJECT', b'554', b'5.7.1', b"Sending MTA '192.0.2.2' is listed in bl.test")
+    assert c.call(ip=b'192.0.2.10', id=b'pass.spf.test', env=env)[0] == b'ACCEPT'
+    # tagged by rblsmtpd-plus: its hits decide, nothing looked up
+    assert c.call(ip=b'192.0.2.1', id=b'pass.spf.test',
+                  env=env + [b'RBLSMTPD_HITS=bl.test=127.0.0.2', b'RBLSMTPD_SCORE=1'])[0] == b'REJECT'
+    assert c.call(ip=b'192.0.2.2', id=b'pass.spf.test',
+                  env=env + [b'RBLSMTPD_HITS=', b'RBLSMTPD_SCORE=0'])[0] == b'ACCEPT'
+    assert c.call(ip=b'192.0.2.1', id=b'softfail.spf.test',
+                  env=[b'CHECKID_SPF_SOFTFAIL=REJECT'])[:2] == (b'REJECT', b'550')
+    c.finish()
+
+
+def signed_message():
+    import dkim
+    msg = b'From: a@dkim.test\r\nTo: b@example.org\r\nSubject: signed\r\n\r\nHello.\r\n'
+    with open(DKIM_KEY, 'rb') as f:
+        sig = dkim.sign(msg, b'sel1', b'dkim.test', f.read(), include_headers=[b'from', b'subject'])
+    head, _, body = (sig + msg).partition(b'\r\n\r\n')
+    hdrs = []
+    for line in head.split(b'\r\n'):
+        if line[:1] in (b' ', b'\t'):
+            hdrs[-1] += b'\r\n' + line
+        else:
+            hdrs.append(line)
+    return hdrs, body
+
+
+def test_dkim_at_end_of_data_embedded(spawn):
+    hdrs, body = signed_message()
+    c = spawn(module='t_checkid_probe')
+    got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs, body=body,
+                 bodysize=len(body))
+    assert got == (b'ACCEPT', b'', b'', b'', [
+        (b'Authent:', b'192.0.2.1 dkim.test SPF1 PASS ratings=S1:-,M2:-,H1:-'),
+        (b'DKIM-Check:', b'dkim=pass header.d=dkim.test header.s=sel1'),
+        (b'X-Modules:', b'spf,dkim')])
+    # Body cut at IDCHECK_BODYMAX: idcheck.bodysize tells
+    got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs,
+                 body=body[:3], bodysize=len(body))
+    assert got[4][1] == (b'DKIM-Check:', b'dkim=neutral reason="body too large to verify (%d bytes)"'
+                         % len(body))
+    # a changed body
+    got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs,
+                 body=body.replace(b'Hello', b'Hullo'), bodysize=len(body))
+    assert got[4][1] == (b'DKIM-Check:', b'dkim=fail header.d=dkim.test header.s=sel1')
+    c.finish()
+
+
+def test_bad_input_embedded(spawn):
+    c = spawn(module='checkid')
+    assert c.call(ip=None, id=None, h=None, s=None) == (
+        b'CONTINUE', b'250', b'', b'Sender OK', [(b'Authent:', b'- - SPF1 NONE')])
+    assert c.call(ip=b'192.0.2.1', id=b'\xff\xfe.example', h=b'\xc3\xa9', s=b'\xff@\xff')[4] == [
+        (b'Authent:', b'192.0.2.1 - SPF1 NONE')]
+    assert c.call(ip=b'2001:db8::1', id=b'pass.spf.test')[4] == [
+        (b'Authent:', b'2001:db8::1 pass.spf.test SPF1 PASS ratings=S1:A,M2:B,H1:A')]
+    assert c.call(5, ip=b'192.0.2.1', id=None, h=b'[192.0.2.1]', s=b'a@example.com',
+                  r=[b'b@example.org'])[:2] == (b'ACCEPT', b'')
+    log = c.finish()
+    assert 'Traceback' not in log, log
+
+
+def test_trace_line(spawn):
+    c = spawn(module='checkid')
+    c.call(ip=b'192.0.2.1', id=b'example.com', env=[b'CHECKID_TRACE=1'])
+    log = c.finish()
+    assert re.search(r'policy: checkid: trace ACCEPT total=[\d.]+ms import_spf=[\d.]+ms '
+                     r'spf=[\d.]+ms ratings=[\d.]+ms', log), log
