@@ -2,6 +2,7 @@
  * about a minute for a silent server; here every lookup has its own
  * deadline, and the interpreter lock is released while it waits. */
 #include "python_dns.h"
+#include "dns_seed.h"
 #include "dns.h"
 #include "iopause.h"
 #include "taia.h"
@@ -12,14 +13,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define TIMEOUT_MAX 300.0       /* seconds; a longer wait is a policy bug */
 #define NAME_MAX_LEN 1000       /* before dns_domain_fromdot's own checks */
 
 static PyObject *dns_error;     /* idcheck.DNSError */
 static PyObject *dns_timeout;   /* idcheck.DNSTimeout */
-static int random_ready;
 
 struct qtype_name { const char *name; const char *code; };
 static const struct qtype_name qtypes[] = {
@@ -39,24 +38,6 @@ int idcheck_dns_add_types(PyObject *module)
   if (PyModule_AddObjectRef(module, "DNSError", dns_error) < 0) return -1;
   if (PyModule_AddObjectRef(module, "DNSTimeout", dns_timeout) < 0) return -1;
   return 0;
-}
-
-static int random_init(void)
-{
-  char seed[128];
-  size_t got = 0;
-  if (random_ready) return 1;
-  while (got < sizeof seed) {
-    ssize_t r = getrandom(seed + got, sizeof seed - got, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return 0;
-    }
-    got += (size_t)r;
-  }
-  dns_random_init(seed);
-  random_ready = 1;
-  return 1;
 }
 
 /* ---- the wait ---- */
@@ -263,7 +244,7 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
     PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
     goto out;
   }
-  if (!random_init()) {
+  if (!dns_seed()) {
     PyErr_SetString(dns_error, "no random bytes for the query id");
     goto out;
   }

@@ -2,25 +2,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include "iopause.h"
 #include "taia.h"
-
-int rbl_random_init(void)
-{
-  char seed[128];
-  size_t got = 0;
-  while (got < sizeof seed) {
-    ssize_t r = getrandom(seed + got, sizeof seed - got, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return 0;
-    }
-    got += (size_t)r;
-  }
-  dns_random_init(seed);
-  return 1;
-}
 
 void rbl_query_start(struct rbl_query *q, const char servers[256],
                      const char *name, unsigned int len, const char qtype[2])

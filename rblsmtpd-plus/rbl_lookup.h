@@ -16,8 +16,6 @@ struct rbl_query {
   stralloc result;       /* A: 4 bytes per address; TXT: the text */
 };
 
-/* Seeds the query IDs and ports from getrandom(); 0 on failure. */
-int rbl_random_init(void);
 
 /* servers: 256 bytes as dns_resolvconfip() gives (DNSCACHEIP or
  * /etc/resolv.conf). name in dot form. A start that fails leaves the

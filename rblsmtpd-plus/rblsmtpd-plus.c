@@ -14,6 +14,7 @@
 #include "rbl_codes.h"
 #include "rbl_dialogue.h"
 #include "rbl_lookup.h"
+#include "dns_seed.h"
 
 #define PROG "rblsmtpd-plus"
 #define USAGE "rblsmtpd-plus [ -bBcCe ] [ -t timeout ] [ -w wait ] [ -s threshold ]" \
@@ -365,7 +366,7 @@ int main(int argc, char **argv)
     int haveservers;
 
     if (!qs) dienomem();
-    if (!rbl_random_init()) die(111, "fatal: ", "unable to read random bytes: ", strerror(errno), 0);
+    if (!dns_seed()) die(111, "fatal: ", "unable to read random bytes: ", strerror(errno), 0);
     rbl_client_parse(&client, ip_env);
     haveservers = dns_resolvconfip(servers) == 0;
     for (unsigned int i = 0; i < nlists; ++i) {
