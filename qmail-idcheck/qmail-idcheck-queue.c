@@ -38,6 +38,7 @@
 #define FILTER_DISCARD 99
 
 #define ASK_TIMEOUT_MS (120 * 1000)
+#define LIFETIME_SECONDS 86400   /* as qmail-queue: a stuck wrapper dies, nothing queued */
 #define FILTER_TIMEOUT_MS (300 * 1000)
 
 static char pidtext[24];
@@ -183,6 +184,7 @@ static int filter_run(const char *command, int in)
 
 int main(void)
 {
+  alarm(LIFETIME_SECONDS);   /* the real queue sets its own after exec */
   snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
   const char *queue = getenv("IDCHECK_QUEUE");
   if (!queue || !*queue) queue = "/var/qmail/bin/qmail-queue";
