@@ -2,7 +2,7 @@
  * the first call. A separate process keeps libpython out of sessions that never
  * reach MAIL, lets a hung policy be killed at its deadline, and keeps a crash
  * inside a C extension from taking the SMTP session with it. */
-#include "policy.h"
+#include "policy_transport.h"
 #include "netstring.h"
 #include "policy_wire.h"
 #include "sibling.h"
@@ -84,8 +84,8 @@ static void why_died(stralloc *why)
   }
 }
 
-int policy_call(const stralloc *request, stralloc *reply, deadline_t deadline,
-                stralloc *why)
+int policy_process_call(const stralloc *request, stralloc *reply, deadline_t deadline,
+                        stralloc *why)
 {
   if (child < 0 && !child_start(why)) return 0;
   if (write_all_deadline(to_child, request->s, request->len, deadline) < 0) {
@@ -124,7 +124,7 @@ int policy_call(const stralloc *request, stralloc *reply, deadline_t deadline,
   }
 }
 
-void policy_end(void)
+void policy_process_end(void)
 {
   child_stop();
 }

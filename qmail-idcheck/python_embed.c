@@ -218,6 +218,16 @@ static void policy_load(void)
   log_python(policy_fault);
 }
 
+int py_preload(void)
+{
+  if (!py_ready) return 0;
+  if (!policy_tried) {
+    policy_load();
+    idcheck_writers_flush();
+  }
+  return policy_func != NULL;
+}
+
 /* ---- arguments ---- */
 
 static PyObject *str_from(const char *s, size_t len)

@@ -11,6 +11,11 @@
  * logged once, and every py_serve answers FAULT with the reason. */
 int py_start(void);
 
+/* Import the policy now rather than at the first call (a warm server's
+ * workers do this before they take work). 1 loaded; 0 it failed (logged; every
+ * py_serve answers FAULT with the reason, as when the first call fails). */
+int py_preload(void);
+
 /* One request frame's payload in, one reply frame appended to out.
  * 1 done (possibly a FAULT reply); 0 the request is malformed (nothing
  * appended); -1 out of memory. */

@@ -7,9 +7,15 @@
 
 /* Lines carry the session's pid (the proxy's, from IDCHECK_PID), so that one
  * grep follows a session through the proxy's and the policy's lines. */
+static long pid;
+
+void log_set_pid(long p)
+{
+  pid = p;
+}
+
 static long session_pid(void)
 {
-  static long pid;
   if (!pid) {
     const char *s = getenv("IDCHECK_PID");
     char *end;

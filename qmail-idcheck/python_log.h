@@ -9,6 +9,9 @@
 
 /* "qmail-idcheck: pid N <tag>: <msg>\n"; bytes outside 32..126 become '?'. */
 void log_line(const char *tag, const char *msg, size_t len);
+/* The pid lines carry: a warm server's worker sets its client's before each
+ * call; otherwise IDCHECK_PID, else our own. */
+void log_set_pid(long pid);
 void log_python(const char *msg);   /* tag "python": this program's own news */
 void log_python2(const char *msg, const char *more);   /* msg + more */
 

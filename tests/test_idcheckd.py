@@ -1,0 +1,471 @@
+"""qmail-idcheckd, the warm checkID server, under the real chain.
+
+Each test starts build/qmail-idcheckd (or build-asan/'s) on a Unix socket in a
+temporary directory and a real tcpserver chain whose qmail-idcheck has
+IDCHECK_SERVER pointing at it (WarmChain). The server logs into the chain's
+log, so dialogue files written for the embedded mode run unchanged: results
+identical to embedded mode means every idcheck-*/queue-* dialogue passes
+both ways, and scripted sessions give the same bytes both ways.
+
+Run: /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/test_idcheckd.py
+"""
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import harness
+
+VARIANTS = harness.variants()
+RECEIVED_DATE = re.compile(rb'(  by standin\.example with SMTP; ).*\n')
+QUEUE_OK = re.compile(rb'^250 ok \d+ qp \d+')
+TEMPFAIL = '451 4.3.0 temporary failure in the sender policy check, try again later'
+
+
+class Server:
+    """qmail-idcheckd on DIR/sock; stderr appended to LOGFILE."""
+
+    def __init__(self, variant, logfile, env=None, args=(), sockdir=None):
+        self.variant = variant
+        self.dir = sockdir or tempfile.mkdtemp(prefix='idcheckd-', dir=_tmpbase())
+        self.own_dir = sockdir is None
+        self.sock = os.path.join(self.dir, 'sock')
+        self.logfile = logfile
+        self.env = dict(env or {})
+        self.args = list(args)
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        env = {
+            'PATH': os.environ.get('PATH', '/usr/bin:/bin'),
+            'IDCHECK_PYTHONPATH': os.path.join(harness.TESTS, 'policies') + ':'
+                                  + os.path.join(harness.TOP, 'python'),
+            'ASAN_OPTIONS': harness.ASAN_OPTIONS,
+            'UBSAN_OPTIONS': harness.UBSAN_OPTIONS,
+            'LSAN_OPTIONS': 'log_path=stderr',
+        }
+        env.update(self.env)
+        self.logfd = open(self.logfile, 'ab')
+        self.log_from = self.logfd.tell()
+        self.proc = subprocess.Popen([harness.binary(self.variant, 'qmail-idcheckd')]
+                                     + self.args + [self.sock],
+                                     env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.logfd,
+                                     start_new_session=True,
+                                     preexec_fn=harness._die_with_parent)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def log(self):
+        """This server's part of the log (from its start on)."""
+        with open(self.logfile, 'rb') as f:
+            f.seek(self.log_from)
+            return f.read().decode('utf-8', 'replace')
+
+    def wait_ready(self, count=None, timeout=30):
+        """Until COUNT 'ready' lines (default: the pool size) are in the log."""
+        n = count or self.pool_size()
+        if not harness._wait_until(lambda: len(re.findall(r'worker \d+ pid \d+ ready in',
+                                                          self.log())) >= n, timeout):
+            raise harness.HarnessError('qmail-idcheckd: %d workers not ready in %ds:\n%s'
+                                       % (n, timeout, self.log()[-4000:]))
+
+    def pool_size(self):
+        if '-n' in self.args:
+            return int(self.args[self.args.index('-n') + 1])
+        return 2
+
+    def workers(self):
+        return [p for p in harness._descendants(self.proc.pid) if harness._alive(p)]
+
+    def stop(self, timeout=10):
+        """SIGTERM; the server must exit 0 by itself and remove its socket."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+            code = 'hung'
+        # workers left behind would be a bug; kill them (only ours: same group)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+        self.logfd.close()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return code
+
+
+def _tmpbase():
+    base = os.path.join(harness.TESTS, 'tmp')
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+class WarmChain(harness.Chain):
+    """A Chain whose qmail-idcheck calls checkID through qmail-idcheckd.
+    The server gets the policy (IDCHECK_MODULE/IDCHECK_FUNCTION) from env;
+    its log lines go to the chain's log. server_args: qmail-idcheckd options."""
+
+    def __init__(self, chain='idcheck', variant='plain', env=None, server_env=None,
+                 control=None, prefix=None, server_args=(), start_server=True):
+        super().__init__(chain, variant, env, server_env, control, prefix)
+        self.server_args = list(server_args)
+        self.start_server = start_server
+        self.server = None
+        self.sockdir = tempfile.mkdtemp(prefix='idcheckd-', dir=_tmpbase())
+        self.server_env.setdefault('IDCHECK_SERVER', os.path.join(self.sockdir, 'sock'))
+
+    def _start(self):
+        super()._start()
+        if self.start_server:
+            self.server_start()
+        return self
+
+    def server_start(self):
+        env = {k: v for k, v in self.env.items() if k in ('IDCHECK_MODULE', 'IDCHECK_FUNCTION')}
+        self.server = Server(self.variant, self.logfile, env, self.server_args, self.sockdir)
+        self.server.start()
+        return self.server
+
+    def stop(self, check=True):
+        code = None
+        if self.server is not None:
+            code = self.server.stop()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        super().stop(check)
+        if check and code not in (None, 0):
+            raise harness.HarnessError('qmail-idcheckd exited %r on SIGTERM' % code)
+
+
+# ---- helpers ----
+
+def transcript(chain, lines):
+    """One session: every reply line (whole multi-line replies) per command."""
+    c = chain.connect()
+    got = [c.read_line()]
+    for line in lines:
+        if isinstance(line, bytes):
+            c.sendraw(line)
+        else:
+            c.send(line)
+        while True:
+            r = c.read_line(timeout=30)
+            got.append(QUEUE_OK.sub(b'250 ok TIME qp PID', r) if r else r)
+            if r is None or r[3:4] != b'-':
+                break
+    c.close()
+    return got
+
+
+def mail_session(sender, rcpts=('one@example.org',), subject='hello', body=b'body\r\n'):
+    return (['EHLO client.example', 'ID example.com', 'MAIL FROM:<%s>' % sender]
+            + ['RCPT TO:<%s>' % r for r in rcpts]
+            + ['DATA', b'Subject: ' + subject.encode() + b'\r\n\r\n' + body + b'.\r\n', 'QUIT'])
+
+
+def normalized(stored):
+    return [(RECEIVED_DATE.sub(rb'\1DATE\n', m), e) for m, e in stored]
+
+
+CASES = {
+    't_basic': [mail_session(s, r) for s, r in [
+        ('someone@example.com', ('one@example.org', 'accept@example.org')),
+        ('reject@example.com', ('one@example.org',)),
+        ('tempfail@example.com', ('one@example.org',)),
+        ('accept@example.com', ('x@example.org',)),
+        ('discard@example.com', ('x@example.org',)),
+        ('noreply@example.com', ('one@example.org', 'reject@example.org', 'two@example.org')),
+    ]] + [mail_session('someone@example.com', subject='reject'),
+          mail_session('someone@example.com', subject='accept')],
+    't_faults': [mail_session(s) for s in
+                 ['raise@example.com', 'garbage@example.com', 'reject250@example.com',
+                  'tempfail550@example.com', 'unknown@example.com', 'badxcode@example.com',
+                  'crlfheader@example.com', 'badlabel@example.com', 'crlftext@example.com',
+                  'fine@example.com', 'exit@example.com']],
+    't_headers': [mail_session(s) for s in
+                  ['seed@example.com', 'three@example.com', 'long@example.com',
+                   'longword@example.com', 'inject@example.com', 'someone@example.com']],
+}
+
+
+def run_cases(chain_class, variant, policy, extra=None):
+    kw = dict(env={'IDCHECK_MODULE': policy})
+    kw['env'].update(extra or {})
+    with chain_class('idcheck', variant, **kw) as chain:
+        replies = [transcript(chain, lines) for lines in CASES[policy]]
+        chain.wait_sessions()
+        return replies, normalized(chain.stored())
+
+
+# ---- results identical to embedded mode ----
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('policy', sorted(CASES))
+def test_same_replies_and_messages_as_embedded(variant, policy):
+    embedded = run_cases(harness.Chain, variant, policy)
+    warm = run_cases(WarmChain, variant, policy)
+    assert warm[0] == embedded[0]
+    assert warm[1] == embedded[1]
+    assert embedded[1], 'the cases store some messages'
+
+
+WARM_DIALOGUES = sorted(p for p in glob.glob(os.path.join(harness.TESTS, 'dialogues', '*.dlg'))
+                        if os.path.basename(p).startswith(('idcheck-', 'queue-')))
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('path', WARM_DIALOGUES, ids=lambda p: os.path.basename(p)[:-4])
+def test_dialogue_warm(path, variant, monkeypatch):
+    """Every proxy dialogue, written for embedded mode, passes in warm mode."""
+    d = harness.Dialogue(path)
+    if d.chain != 'idcheck':
+        pytest.skip('not a proxy dialogue')
+    if d.standin_only and harness.real_smtpd():
+        pytest.skip('stand-in only')
+    monkeypatch.setattr(harness, 'Chain', WarmChain)
+    harness.run_dialogue(path, variant)
+
+
+# ---- faults ----
+
+def mail_reply(chain, sender='someone@example.com'):
+    c = chain.connect()
+    c.expect('220 standin.example ESMTP')
+    c.send('HELO client.example')
+    c.expect('250 standin.example')
+    c.send('MAIL FROM:<%s>' % sender)
+    line = c.read_line(timeout=30)
+    c.send('QUIT')
+    c.expect('221 standin.example')
+    return line
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_server_down_is_tempfail(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'},
+                   start_server=False) as chain:
+        t0 = time.monotonic()
+        assert mail_reply(chain) == (TEMPFAIL + '\r\n').encode()
+        assert time.monotonic() - t0 < 3
+        chain.wait_sessions()
+        assert 'mail FAULT 451 4.3.0 cannot connect to the policy server' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_server_down_onerror_accept(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
+                                            'IDCHECK_ONERROR': 'accept'},
+                   start_server=False) as chain:
+        line = mail_reply(chain)
+        assert line.startswith(b'250 '), line
+        chain.wait_sessions()
+        assert 'mail FAULT-ACCEPT cannot connect to the policy server' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_worker_killed_mid_call(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_faults',
+                                            'IDCHECK_CALLTIMEOUT': '60'}) as chain:
+        c = chain.connect()
+        c.expect('220 standin.example ESMTP')
+        c.send('HELO client.example')
+        c.expect('250 standin.example')
+        c.send('MAIL FROM:<hang@example.com>')
+        assert harness._wait_until(lambda: 'hang' in chain.log() or True, 1)
+        time.sleep(0.5)         # the call is in a worker, asleep in the policy
+        victims = chain.server.workers()
+        assert victims
+        for pid in victims:     # the busy one among them
+            os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        c.expect(TEMPFAIL)
+        assert time.monotonic() - t0 < 5
+        # the same session's next call reconnects to a fresh worker
+        c.send('MAIL FROM:<fine@example.com>')
+        c.expect('250 fine', timeout=30)
+        c.send('QUIT')
+        c.expect('221 standin.example')
+        chain.wait_sessions()
+        assert mail_reply(chain, 'fine@example.com') == b'250 fine\r\n'
+        log = chain.log()
+        assert 'mail FAULT 451 4.3.0 the policy process died (qmail-idcheckd worker)' in log
+        assert re.search(r'worker \d pid \d+ died mid-call \(session pid \d+\)', log)
+        assert re.search(r'worker \d pid \d+ ended \(signal 9\)', log)
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_slow_worker_times_out_and_is_replaced(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_faults',
+                                            'IDCHECK_CALLTIMEOUT': '2'}) as chain:
+        t0 = time.monotonic()
+        assert mail_reply(chain, 'hang@example.com') == (TEMPFAIL + '\r\n').encode()
+        assert 1.5 < time.monotonic() - t0 < 6
+        assert harness._wait_until(lambda: 'killed: its session hung up mid-call' in chain.log(), 5)
+        chain.server.wait_ready(3)      # the replacement
+        assert mail_reply(chain, 'fine@example.com') == b'250 fine\r\n'
+        chain.wait_sessions()
+        assert 'mail FAULT 451 4.3.0 checkID call timed out' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_call_limit_kills_worker(variant):
+    """-t: a call running past the server's own limit ends its worker even
+    if the session would wait longer."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_faults',
+                                            'IDCHECK_CALLTIMEOUT': '60'},
+                   server_args=['-t', '1']) as chain:
+        t0 = time.monotonic()
+        assert mail_reply(chain, 'hang@example.com') == (TEMPFAIL + '\r\n').encode()
+        assert time.monotonic() - t0 < 6
+        assert 'killed: a call ran past the call limit' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_many_concurrent_sessions(variant):
+    n = 30
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
+        results = [None] * n
+        errors = []
+
+        def one(i):
+            try:
+                sock = socket.create_connection(('127.0.0.1', chain.port), timeout=60)
+                f = sock.makefile('rwb')
+
+                def reply():
+                    lines = []
+                    while True:
+                        line = f.readline()
+                        lines.append(line)
+                        if not line or line[3:4] != b'-':
+                            return lines
+
+                out = [reply()]
+                for cmd in mail_session('s%d@example.com' % i, ('r%d@example.org' % i,)):
+                    f.write(cmd if isinstance(cmd, bytes) else cmd.encode() + b'\r\n')
+                    f.flush()
+                    out.append(reply())
+                sock.close()
+                results[i] = out
+            except Exception as e:      # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors
+        for i, out in enumerate(results):
+            assert out is not None
+            assert out[3] == [b'250 2.1.0 mail ok: IP=127.0.0.1 ID=example.com H=client.example '
+                              b'S=s%d@example.com\r\n' % i]
+            assert out[4] == [b'250 2.1.0 rcpt ok: R=r%d@example.org\r\n' % i]
+            assert out[6] == [b'250 2.0.0 data ok: hdrs=1 body=6 bodysize=6\r\n']
+        chain.connections = []
+        stored = chain.stored()
+        assert len(stored) == n
+        assert sorted(e for _, e in stored) == sorted(
+            b'Fs%d@example.com\0Tr%d@example.org\0\0' % (i, i) for i in range(n))
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_max_requests_replaces_workers(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'},
+                   server_args=['-n', '1', '-m', '2']) as chain:
+        for i in range(4):
+            assert mail_reply(chain, 'p%d@example.com' % i).startswith(b'250 2.1.0 mail ok')
+        log = chain.log()
+        assert log.count('retired after 2 requests') >= 1
+        assert len(re.findall(r'worker 1 pid \d+ ready in', log)) >= 2
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_reconnects_after_server_restart(variant):
+    """A session's kept connection dies with the server; its next call
+    connects to the new one."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
+        c = chain.connect()
+        c.expect('220 standin.example ESMTP')
+        c.send('HELO client.example')
+        c.expect('250 standin.example')
+        c.send('MAIL FROM:<a@example.com>')
+        c.expect('250 2.1.0 mail ok: {*}')
+        assert chain.server.stop() == 0
+        chain.server_start()
+        c.send('RCPT TO:<b@example.org>')
+        c.expect('250 2.1.0 rcpt ok: R=b@example.org')
+        c.send('QUIT')
+        c.expect('221 standin.example')
+
+
+# ---- the socket and the process ----
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_socket_mode_stale_socket_and_sigterm(variant, tmp_path):
+    d = tempfile.mkdtemp(prefix='idcheckd-', dir=_tmpbase())
+    try:
+        path = os.path.join(d, 'sock')
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()                   # a socket file nobody listens on
+        log = str(tmp_path / 'log')
+        s = Server(variant, log, {'IDCHECK_MODULE': 't_basic'}, sockdir=d).start()
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_uid == os.geteuid()
+        assert 'removed a stale socket' in s.log()
+        # a second server refuses to take over a live socket
+        r = subprocess.run([harness.binary(variant, 'qmail-idcheckd'), path],
+                           capture_output=True, timeout=30,
+                           env={'ASAN_OPTIONS': harness.ASAN_OPTIONS})
+        assert r.returncode == 111
+        assert b'another server answers' in r.stderr
+        workers = s.workers()
+        assert len(workers) == 2
+        assert s.stop() == 0
+        assert not os.path.exists(path)
+        assert harness._wait_until(lambda: not any(harness._alive(p) for p in workers), 5)
+        text = open(log).read()
+        assert 'stopping' in text and 'stopped' in text
+        for mark in harness.SANITIZER_MARKS:
+            assert mark not in text
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_sighup_replaces_workers(variant):
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
+        before = set(chain.server.workers())
+        chain.server.proc.send_signal(signal.SIGHUP)
+        chain.server.wait_ready(4)
+        assert harness._wait_until(lambda: not (set(chain.server.workers()) & before), 5)
+        assert mail_reply(chain).startswith(b'250 2.1.0 mail ok')
+
+
+def test_usage():
+    r = subprocess.run([harness.binary('plain', 'qmail-idcheckd')], capture_output=True, timeout=10)
+    assert r.returncode == 100
+    assert b'usage: qmail-idcheckd' in r.stderr
+    r = subprocess.run([harness.binary('plain', 'qmail-idcheckd'), '-n', '0', '/tmp/x'],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 100
