@@ -3,8 +3,6 @@
  * reach MAIL, lets a hung policy be killed at its deadline, and keeps a crash
  * inside a C extension from taking the SMTP session with it. */
 #include "policy_transport.h"
-#include "netstring.h"
-#include "policy_wire.h"
 #include "sibling.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -94,34 +92,16 @@ int policy_process_call(const stralloc *request, stralloc *reply, deadline_t dea
     child_stop();
     return 0;
   }
-  inbuf.len = 0;
-  for (;;) {
-    long frame = netstring_frame(inbuf.s, inbuf.len, WIRE_MAX_FRAME);
-    if (frame < 0) {
-      stralloc_copys(why, "malformed reply from the policy process");
-      child_stop();
-      return 0;
-    }
-    if (frame > 0) {
-      const char *payload;
-      size_t plen, pos = 0;
-      netstring_next(inbuf.s, (size_t)frame, &pos, &payload, &plen);
-      if ((size_t)frame != inbuf.len) {
-        /* one request, one reply: anything more is a broken callee */
-        stralloc_copys(why, "unexpected data from the policy process");
-        child_stop();
-        return 0;
-      }
-      return stralloc_copyb(reply, payload, plen);
-    }
-    if (!stralloc_readyplus(&inbuf, 65536)) { stralloc_copys(why, "out of memory"); return 0; }
-    ssize_t n = read_deadline(from_child, inbuf.s + inbuf.len, 65536, deadline);
-    if (n > 0) { inbuf.len += (size_t)n; continue; }
-    if (n < 0 && errno == ETIMEDOUT) stralloc_copys(why, "checkID call timed out");
-    else why_died(why);
-    child_stop();
-    return 0;
+  switch (policy_frame_read(from_child, &inbuf, reply, deadline)) {
+    case FRAME_OK: return 1;
+    case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy process"); break;
+    case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy process"); break;
+    case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out"); break;
+    case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
+    case FRAME_EOF: case FRAME_ERROR: why_died(why); break;
   }
+  child_stop();
+  return 0;
 }
 
 void policy_process_end(void)

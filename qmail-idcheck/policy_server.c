@@ -10,8 +10,6 @@
  * request's write: the server never saw the request, so that call
  * reconnects once, at once. */
 #include "policy_transport.h"
-#include "netstring.h"
-#include "policy_wire.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -99,39 +97,17 @@ int policy_server_call(const char *path, const stralloc *request, stralloc *repl
     else fault(why, "the policy server closed the connection", 0, e);
     return 0;
   }
-  inbuf.len = 0;
-  for (;;) {
-    long frame = netstring_frame(inbuf.s, inbuf.len, WIRE_MAX_FRAME);
-    if (frame < 0) {
-      stralloc_copys(why, "malformed reply from the policy server");
-      conn_close();
-      return 0;
-    }
-    if (frame > 0) {
-      const char *payload;
-      size_t plen, pos = 0;
-      netstring_next(inbuf.s, (size_t)frame, &pos, &payload, &plen);
-      if ((size_t)frame != inbuf.len) {
-        stralloc_copys(why, "unexpected data from the policy server");
-        conn_close();
-        return 0;
-      }
-      ++calls;
-      return stralloc_copyb(reply, payload, plen);
-    }
-    if (!stralloc_readyplus(&inbuf, 65536)) {
-      stralloc_copys(why, "out of memory");
-      conn_close();
-      return 0;
-    }
-    ssize_t n = read_deadline(fd, inbuf.s + inbuf.len, 65536, deadline);
-    if (n > 0) { inbuf.len += (size_t)n; continue; }
-    if (n < 0 && errno == ETIMEDOUT) stralloc_copys(why, "checkID call timed out (policy server)");
-    else if (n == 0) stralloc_copys(why, "the policy process died (qmail-idcheckd worker)");
-    else fault(why, "cannot read from the policy server", 0, errno);
-    conn_close();
-    return 0;
+  switch (policy_frame_read(fd, &inbuf, reply, deadline)) {
+    case FRAME_OK: ++calls; return 1;
+    case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy server"); break;
+    case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy server"); break;
+    case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out (policy server)"); break;
+    case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
+    case FRAME_EOF: stralloc_copys(why, "the policy process died (qmail-idcheckd worker)"); break;
+    case FRAME_ERROR: fault(why, "cannot read from the policy server", 0, errno); break;
   }
+  conn_close();
+  return 0;
 }
 
 void policy_server_end(void)

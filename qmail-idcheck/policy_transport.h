@@ -7,6 +7,14 @@
 #include "deadline.h"
 #include "stralloc.h"
 
+/* One reply frame from fd, its contents copied to reply. One request gets
+ * exactly one reply: bytes beyond the frame are FRAME_EXTRA. buf is the
+ * transport's read buffer. */
+enum frame_status {
+  FRAME_OK, FRAME_MALFORMED, FRAME_EXTRA, FRAME_EOF, FRAME_TIMEOUT, FRAME_ERROR, FRAME_NOMEM
+};
+enum frame_status policy_frame_read(int fd, stralloc *buf, stralloc *reply, deadline_t deadline);
+
 int policy_process_call(const stralloc *request, stralloc *reply, deadline_t deadline,
                         stralloc *why);
 void policy_process_end(void);
