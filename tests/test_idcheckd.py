@@ -297,7 +297,12 @@ def test_worker_killed_mid_call(variant):
         t0 = time.monotonic()
         c.expect(TEMPFAIL)
         assert time.monotonic() - t0 < 5
-        # the same session's next call reconnects to a fresh worker
+        # Every worker was killed, the idle one too: a call handed to it in
+        # the instant it dies would be a fault as well. Wait for the
+        # replacements (2 started + 2 new), then the same session's next call
+        # reconnects to a fresh worker.
+        assert harness._wait_until(lambda: len(re.findall(r'ended \(signal 9\)', chain.log())) >= 2, 10)
+        chain.server.wait_ready(2 * chain.server.pool_size())
         c.send('MAIL FROM:<fine@example.com>')
         c.expect('250 fine', timeout=30)
         c.send('QUIT')
