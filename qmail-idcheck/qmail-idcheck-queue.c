@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -72,9 +71,24 @@ static int memfd(const char *name)
   return fd;
 }
 
-static void spool_copy(int from, int to)
+/* The message is spooled behind a hole of HEADROOM bytes (a hole costs no
+ * memory in a memfd); the headers are written just before it, and the real
+ * queue reads from there: the message is never copied again. */
+#define HEADROOM (256 * 1024)
+
+static void spool_at(int from, int to, off_t offset)
 {
   char buf[65536];
+  if (lseek(to, offset, SEEK_SET) < 0) _exit(QQ_WRITE_ERROR);
+  for (;;) {
+    /* pipe to memfd by moving pages where the kernel can */
+    ssize_t n = splice(from, 0, to, 0, 1 << 20, SPLICE_F_MOVE);
+    if (n > 0) continue;
+    if (n == 0) return;
+    if (errno == EINTR) continue;
+    if (errno != EINVAL) _exit(QQ_READ_ERROR);
+    break;   /* fd 0 is not a pipe: copy */
+  }
   for (;;) {
     ssize_t n = read(from, buf, sizeof buf);
     if (n == 0) return;
@@ -83,17 +97,6 @@ static void spool_copy(int from, int to)
       _exit(QQ_READ_ERROR);
     }
     if (write_all_deadline(to, buf, (size_t)n, DEADLINE_NONE) < 0) _exit(QQ_WRITE_ERROR);
-  }
-}
-
-static void fd_append(int to, int from)
-{
-  struct stat st;
-  if (fstat(from, &st) < 0) _exit(QQ_READ_ERROR);
-  off_t offset = 0;
-  while (offset < st.st_size) {
-    ssize_t n = sendfile(to, from, &offset, (size_t)(st.st_size - offset));
-    if (n <= 0) _exit(QQ_WRITE_ERROR);
   }
 }
 
@@ -199,8 +202,8 @@ int main(void)
   }
   fcntl((int)channel, F_SETFD, FD_CLOEXEC);   /* the real queue and filters never see it */
 
-  int spool = memfd("qmail-idcheck-spool");
-  spool_copy(0, spool);
+  int message = memfd("qmail-idcheck-message");
+  spool_at(0, message, HEADROOM);
 
   struct policy_verdict v = { 0 };
   if (!verdict_ask((int)channel, &v)) leave(QQ_TEMP_REJECT);
@@ -225,22 +228,25 @@ int main(void)
     log_line("fault, queuing without headers", "a header cannot be written legally");
     headers.len = 0;
   }
-  int message = memfd("qmail-idcheck-message");
-  if (write_all_deadline(message, headers.s, headers.len, DEADLINE_NONE) < 0) _exit(QQ_WRITE_ERROR);
-  fd_append(message, spool);
-  close(spool);
+  if (headers.len > HEADROOM) {
+    log_line("fault", "headers too long");
+    leave(QQ_TEMP_REJECT);
+  }
+  off_t start = HEADROOM - (off_t)headers.len;
+  if (pwrite(message, headers.s, headers.len, start) != (ssize_t)headers.len) _exit(QQ_WRITE_ERROR);
   stralloc_free(&headers);
+  if (lseek(message, start, SEEK_SET) < 0) _exit(QQ_WRITE_ERROR);
 
   const char *filter = getenv("IDCHECK_FILTER");
   if (v.action == ACT_FILTER && filter && *filter) {
-    lseek(message, 0, SEEK_SET);
     int filtered = filter_run(filter, message);
     close(message);
     message = filtered;
+    lseek(message, 0, SEEK_SET);
   }
   policy_verdict_free(&v);
 
-  lseek(message, 0, SEEK_SET);
+  /* the queue reads fd 0 from its offset: the headers' first byte */
   if (dup2(message, 0) < 0) _exit(QQ_INTERNAL);
   execl(queue, queue, (char *)0);
   log_line("cannot exec the queue", queue);
