@@ -4,6 +4,7 @@
  * inside a C extension from taking the SMTP session with it. */
 #include "policy_transport.h"
 #include "sibling.h"
+#include "spawn_stdio.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -41,18 +42,13 @@ static int child_start(stralloc *why)
   int req[2], rep[2];
   if (pipe2(req, O_CLOEXEC) < 0) goto fail;
   if (pipe2(rep, O_CLOEXEC) < 0) { close(req[0]); close(req[1]); goto fail; }
-  child = fork();
-  if (child < 0) {
+  char *argv[] = { (char *)prog, 0 };
+  int r = spawn_stdio(&child, prog, argv, req[0], rep[1], 0);
+  if (r != 0) {
     close(req[0]); close(req[1]); close(rep[0]); close(rep[1]);
+    child = -1;
+    errno = r;
     goto fail;
-  }
-  if (child == 0) {
-    signal(SIGPIPE, SIG_DFL);
-    if (dup2(req[0], 0) < 0 || dup2(rep[1], 1) < 0) _exit(111);
-    execl(prog, prog, (char *)0);
-    dprintf(2, "qmail-idcheck: pid %d cannot exec %s: %s\n", (int)getpid(), prog,
-            strerror(errno));
-    _exit(111);
   }
   close(req[0]);
   close(rep[1]);

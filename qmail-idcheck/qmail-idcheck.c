@@ -15,6 +15,7 @@
 #include "sanitize.h"
 #include "sibling.h"
 #include "smtp_addr.h"
+#include "spawn_stdio.h"
 #include "message_collect.h"
 #include "stralloc.h"
 #include "stream.h"
@@ -278,18 +279,12 @@ static void prog_start(char **argv)
     flush_client();
     _exit(111);
   }
-  prog_pid = fork();
-  if (prog_pid < 0) {
+  int r = spawn_stdio(&prog_pid, argv[0], argv, in[0], outp[1], 1);
+  if (r != 0) {
+    dprintf(2, "qmail-idcheck: pid %d cannot run %s: %s\n", (int)getpid(), argv[0], strerror(r));
+    prog_pid = -1;
     out("421 4.3.0 cannot start the mail server\r\n");
     flush_client();
-    _exit(111);
-  }
-  if (prog_pid == 0) {
-    signal(SIGPIPE, SIG_DFL);
-    if (dup2(in[0], 0) < 0 || dup2(outp[1], 1) < 0) _exit(111);
-    execvp(argv[0], argv);
-    dprintf(2, "qmail-idcheck: pid %d cannot exec %s: %s\n", (int)getpid(), argv[0],
-            strerror(errno));
     _exit(111);
   }
   close(in[0]);
@@ -989,13 +984,15 @@ int main(int argc, char **argv)
     unsigned long v = strtoul(bm, &end, 10);
     if (!*end) bodymax = v;
   }
-  queue_setup();
+  /* A session that skips the policy from the start never has headers or a
+   * verdict to carry out: qmail-smtpd keeps its own queue program. */
+  if (!skip_policy) queue_setup();
 
   fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
   fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
   stream_init(&client, 0, client_space, sizeof client_space);
   prog_start(argv + 1);
-  close(channel_child_end);   /* prog and its wrapper hold it; nobody else */
+  if (channel_child_end >= 0) close(channel_child_end);   /* prog and its wrapper hold it */
 
   prog_reply();                 /* the greeting, or prog's refusal */
   out_sa(&reply);

@@ -1,0 +1,27 @@
+#include "spawn_stdio.h"
+#include <signal.h>
+#include <spawn.h>
+
+extern char **environ;
+
+int spawn_stdio(pid_t *pid, const char *path, char *const argv[], int fd0, int fd1, int search)
+{
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  sigset_t defaults;
+  int r = posix_spawn_file_actions_init(&actions);
+  if (r) return r;
+  r = posix_spawnattr_init(&attr);
+  if (r) { posix_spawn_file_actions_destroy(&actions); return r; }
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  if (!(r = posix_spawn_file_actions_adddup2(&actions, fd0, 0))
+      && !(r = posix_spawn_file_actions_adddup2(&actions, fd1, 1))
+      && !(r = posix_spawnattr_setsigdefault(&attr, &defaults))
+      && !(r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF)))
+    r = search ? posix_spawnp(pid, path, &actions, &attr, argv, environ)
+               : posix_spawn(pid, path, &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  return r;
+}
