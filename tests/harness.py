@@ -60,6 +60,12 @@ def variants():
     return ['plain', 'asan'] if asan_available() else ['plain']
 
 
+def variant_binaries(name):
+    """NAME in build/, and in build-asan/ when the sanitizer variant runs:
+    for tests that run one program directly, once per variant."""
+    return [os.path.join(build_dir(v), name) for v in variants()]
+
+
 def real_smtpd():
     """$QMAIL_SMTPD: a real qmail-smtpd to test against instead of the stand-in."""
     return os.environ.get('QMAIL_SMTPD') or None

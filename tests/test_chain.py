@@ -13,20 +13,6 @@ VARIANTS = harness.variants()
 RECEIVED_DATE = re.compile(rb'(  by standin\.example with SMTP; ).*\n')
 
 
-def session(chain, lines):
-    """Send lines one by one; return every reply line received."""
-    c = chain.connect()
-    got = [c.read_line()]
-    for line in lines:
-        if isinstance(line, bytes):
-            c.sendraw(line)
-        else:
-            c.send(line)
-        got.append(c.read_line())
-    chain.wait_sessions()
-    return got
-
-
 def deliver(chain, message, sender='noreply@example.com'):
     c = chain.connect()
     c.expect('220 standin.example ESMTP')

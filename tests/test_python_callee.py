@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+import harness
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = os.path.join(TOP, 'tests', 'policies')
 SEED_HEADER = b'192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B'
@@ -23,11 +25,7 @@ CALL_TIMEOUT = 60   # seconds; generous for the sanitizer build
 
 
 def binaries():
-    found = [os.path.join(TOP, 'build', 'qmail-idcheck-python')]
-    asan = os.path.join(TOP, 'build-asan', 'qmail-idcheck-python')
-    if os.path.exists(asan) and not os.environ.get('IDCHECK_NO_ASAN'):
-        found.append(asan)
-    return found
+    return harness.variant_binaries('qmail-idcheck-python')
 
 
 @pytest.fixture(params=binaries(), ids=lambda p: p.split(os.sep)[-2])

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+import harness
+
 from dnsfixture import dns  # noqa: F401  (the session-scoped DNS fixture)
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,11 +40,7 @@ PID = re.compile(rb' pid \d+: ')
 
 
 def binaries():
-    found = [os.path.join(TOP, 'build', 'rblsmtpd-plus')]
-    asan = os.path.join(TOP, 'build-asan', 'rblsmtpd-plus')
-    if os.path.exists(asan) and not os.environ.get('IDCHECK_NO_ASAN'):
-        found.append(asan)
-    return found
+    return harness.variant_binaries('rblsmtpd-plus')
 
 
 @pytest.fixture(params=binaries(), ids=lambda p: p.split(os.sep)[-2])
