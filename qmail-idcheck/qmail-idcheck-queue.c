@@ -14,6 +14,7 @@
 #include "netstring.h"
 #include "policy_wire.h"
 #include "stralloc.h"
+#include "wait_deadline.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -38,7 +39,7 @@
 
 #define ASK_TIMEOUT_MS (120 * 1000)
 #define LIFETIME_SECONDS 86400   /* as qmail-queue: a stuck wrapper dies, nothing queued */
-#define FILTER_TIMEOUT_MS (300 * 1000)
+#define FILTER_TIMEOUT_SECONDS 300
 
 static char pidtext[24];
 
@@ -163,20 +164,13 @@ static int filter_run(const char *command, int in)
     execl("/bin/sh", "sh", "-c", command, (char *)0);
     _exit(111);
   }
-  int status;
-  deadline_t deadline = deadline_in(FILTER_TIMEOUT_MS);
-  for (;;) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (now_ms() >= deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      log_line("filter timed out", command);
-      leave(QQ_TEMP_REJECT);
-    }
-    usleep(5000);
+  int expired;
+  int status = wait_deadline(pid, FILTER_TIMEOUT_SECONDS, &expired);
+  if (expired) {
+    log_line("filter timed out", command);
+    leave(QQ_TEMP_REJECT);
   }
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  int code = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   if (code == 0) return outfd;
   if (code == FILTER_DISCARD) { log_line("discarded by the filter", command); leave(0); }
   if (code == QQ_PERM_REJECT) { log_line("rejected by the filter", command); leave(QQ_PERM_REJECT); }

@@ -19,6 +19,7 @@
 #include "message_collect.h"
 #include "stralloc.h"
 #include "stream.h"
+#include "wait_deadline.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -67,8 +68,8 @@ struct transaction {
   int active;                 /* prog accepted MAIL */
   stralloc sender;
   stralloc rcpts;             /* netstrings: the accepted recipients */
-  enum policy_action verdict; /* ACT_NONE: not asked; CONTINUE: ask again */
-  struct policy_verdict applied;  /* the verdict in force, with its headers */
+  struct policy_verdict applied;  /* the verdict in force, with its headers;
+                                     ACT_NONE: not asked, CONTINUE: ask again */
 };
 static struct transaction txn;
 
@@ -79,27 +80,13 @@ static struct message_collect collect;   /* Hdrs and Body, while CONTINUE */
 
 static void flush_client(void);
 
-static void prog_wait_expired(int sig)
-{
-  (void)sig;
-  if (prog_pid > 0) kill(prog_pid, SIGKILL);
-}
-
 /* prog's exit status, waiting at most seconds (then it is killed). */
 static int prog_wait(unsigned seconds)
 {
-  int status = 0;
   if (prog_pid <= 0) return 0;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = prog_wait_expired;   /* no SA_RESTART: waitpid returns EINTR */
-  sigaction(SIGALRM, &sa, 0);
-  alarm(seconds);
-  while (waitpid(prog_pid, &status, 0) < 0)
-    if (errno != EINTR) { status = 111 << 8; break; }
-  alarm(0);
+  int status = wait_deadline(prog_pid, seconds, 0);
   prog_pid = -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (status >= 0 && WIFEXITED(status)) return WEXITSTATUS(status);
   return 111;
 }
 
@@ -302,7 +289,6 @@ static void txn_clear(void)
   txn.active = 0;
   txn.sender.len = 0;
   txn.rcpts.len = 0;
-  txn.verdict = ACT_NONE;
   txn.applied.action = ACT_NONE;
   txn.applied.code = 0;
   txn.applied.xcode.len = txn.applied.text.len = txn.applied.headers.len = 0;
@@ -490,7 +476,6 @@ static void verdict_apply(void)
       || !stralloc_copy(&a->headers, &fresh.headers))
     die_nomem();
   a->nheaders = fresh.nheaders;
-  txn.verdict = fresh.action;
 }
 
 /* ---- commands ---- */
@@ -608,7 +593,7 @@ static void smtp_rcpt(void)
   static stralloc rcpt;
   if (!txn.active) { smtp_forward(); return; }
   if (!smtp_addr_parse(arg.s, arg.len, &rcpt)) { smtp_forward(); return; }
-  if (skip_policy || verdict_is_final(txn.verdict)) {
+  if (skip_policy || verdict_is_final(txn.applied.action)) {
     int code = prog_command();
     if (code >= 200 && code <= 299 && !netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
     out_sa(&reply);
@@ -811,7 +796,7 @@ static void data_end(int collecting)
 static void smtp_data_relay(void)
 {
   enum data_state st = D_BOL;
-  int collecting = !skip_policy && txn.verdict == ACT_CONTINUE;
+  int collecting = !skip_policy && txn.applied.action == ACT_CONTINUE;
   if (collecting) message_collect_start(&collect, bodymax, HDRS_MAX);
   for (;;) {
     if (client.start == client.end) {
