@@ -1,7 +1,8 @@
 #include "stream.h"
 #include <string.h>
 
-/* Longest reply accepted from prog; a real qmail-smtpd sends under 200 bytes. */
+/* Longest reply accepted from prog; a real qmail-smtpd sends under 200 bytes.
+ * A line longer than the stream's buffer fails the read (stream_fill). */
 #define REPLY_MAX 65536
 
 void stream_init(struct stream *s, int fd, char *buf, size_t size)
@@ -39,7 +40,6 @@ int reply_read(struct stream *s, stralloc *out, int *code, deadline_t deadline)
   for (;;) {
     long lf = stream_find_lf(s);
     if (lf < 0) {
-      if (s->end - s->start >= REPLY_MAX / 4) return -1;
       long n = stream_fill(s, deadline);
       if (n <= 0) return (int)n;
       continue;
