@@ -83,6 +83,14 @@ def binary(variant, name):
     return path
 
 
+def _quietly(fn, *args, **kwargs):
+    """fn(...), where a process already gone or a wait that ran out is fine."""
+    try:
+        return fn(*args, **kwargs)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        return None
+
+
 def _wait_until(predicate, timeout, interval=0.005):
     """Polls predicate until it returns a true value or timeout passes."""
     deadline = time.monotonic() + timeout
@@ -518,27 +526,12 @@ class Chain:
         if self.proc is not None:
             pgid = self.proc.pid
             strays = _descendants(self.proc.pid)
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
+            _quietly(os.killpg, pgid, signal.SIGTERM)
+            _quietly(self.proc.wait, timeout=2)
             for pid in strays:       # those that left the process group too
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
+                _quietly(os.kill, pid, signal.SIGKILL)
+            _quietly(os.killpg, pgid, signal.SIGKILL)
+            _quietly(self.proc.wait, timeout=2)
             log = self.log()
         if getattr(self, 'logfd', None) is not None:
             self.logfd.close()
