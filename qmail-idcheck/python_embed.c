@@ -6,6 +6,7 @@
 #include "python_request.h"
 #include "netstring.h"
 #include "policy_wire.h"
+#include "sanitize.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,18 +286,10 @@ static PyObject *args_build(const struct py_request *rq)
 
 static int reply_fault(stralloc *out, const char *reason)
 {
-  char clean[REASON_MAX];
-  size_t n = strlen(reason);
-  if (n > sizeof clean) n = sizeof clean;
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char c = (unsigned char)reason[i];
-    clean[i] = (c >= 32 && c <= 126) ? (char)c : '?';
-  }
-  size_t frame = netstring_open(out);
-  return frame != (size_t)-1 && netstring_cats(out, WIRE_MAGIC)
-      && netstring_cats(out, "FAULT") && netstring_cats(out, "")
-      && netstring_cats(out, "") && netstring_catb(out, clean, n)
-      && netstring_cats(out, "") && netstring_close(out, frame);
+  static struct policy_verdict v;   /* FAULT: no code, xcode or headers */
+  v.action = ACT_FAULT;
+  v.text.len = 0;
+  return sanitize_cats(&v.text, reason, REASON_MAX) && wire_reply_encode(out, &v);
 }
 
 /* Conversion steps return NULL when done, else a FAULT reason; IN_FLIGHT
