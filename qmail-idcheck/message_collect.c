@@ -6,7 +6,7 @@ void message_collect_start(struct message_collect *c, size_t bodymax, size_t hdr
 {
   c->bol = 1;
   c->in_headers = 1;
-  c->have_field = 0;
+  c->have_field = c->field_over = 0;
   c->line.len = c->field.len = c->hdrs.len = c->body.len = 0;
   c->bodysize = 0;
   c->bodymax = bodymax;
@@ -17,7 +17,8 @@ static int field_finish(struct message_collect *c)
 {
   if (!c->have_field) return 1;
   c->have_field = 0;
-  if (c->hdrs.len + c->field.len > c->hdrsmax) return 1;   /* past the cap: dropped */
+  if (c->field_over) { c->field_over = 0; return 1; }        /* past the cap: dropped */
+  if (c->hdrs.len + c->field.len > c->hdrsmax) return 1;
   return netstring_catb(&c->hdrs, c->field.s, c->field.len);
 }
 
@@ -39,8 +40,11 @@ static int header_line(struct message_collect *c)
     return field_finish(c);
   }
   if (l[0] == ' ' || l[0] == '\t') {
-    if (c->have_field)
+    if (c->have_field) {
+      /* a client can fold one field forever: memory stays within hdrsmax */
+      if (c->field_over || c->field.len + 2 + len > c->hdrsmax) { c->field_over = 1; return 1; }
       return stralloc_catb(&c->field, "\r\n", 2) && stralloc_catb(&c->field, l, len);
+    }
   } else if (memchr(l, ':', len)) {
     if (!field_finish(c)) return 0;
     c->have_field = 1;

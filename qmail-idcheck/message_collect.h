@@ -11,6 +11,7 @@ struct message_collect {
   int bol;            /* at the start of a line: a dot here is stuffing */
   int in_headers;
   int have_field;
+  int field_over;     /* the field passed hdrsmax: it is dropped whole */
   stralloc line;      /* the header line being read */
   stralloc field;     /* the field being built, folding kept */
   stralloc hdrs;      /* netstrings: the finished fields (a wire list) */
