@@ -32,6 +32,9 @@ int header_fold(stralloc *out, const char *label, size_t llen,
   if (!stralloc_catb(out, label, llen) || !stralloc_catb(out, ":", 1)) return 0;
   size_t col = llen + 1;
   size_t i = 0;
+  /* trailing white space would fold onto a line of its own, and a line of
+   * only white space can end the header section for some parsers */
+  while (tlen && is_wsp(text[tlen - 1])) --tlen;
   /* The text is a run of words, each with the white space before it; a word
    * goes on a new line (the LF inserted before its white space) when it
    * would pass the soft limit. The first word keeps a space after the colon. */

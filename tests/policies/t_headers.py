@@ -20,6 +20,8 @@ def _verdict(key, stage):
                                  {'label': 'X-Two:', 'text': 'header2'}])
     if key == 'long':
         return ('ACCEPT', None, [{'label': 'Authent:', 'text': LONG}])
+    if key == 'trailing':
+        return ('ACCEPT', None, [{'label': 'Authent:', 'text': 'w' * 66 + ' ' * 20}])
     if key == 'longword':
         return ('ACCEPT', None, [{'label': 'Authent:', 'text': 'x' * 1200}])
     if key == 'inject':
