@@ -61,11 +61,7 @@ int wire_reply_decode(const char *buf, size_t len, struct policy_verdict *v)
     if (netstring_next(buf, len, &pos, &f[i], &fl[i]) != 1) return 0;
   if (pos != len) return 0;
   if (fl[0] != strlen(WIRE_MAGIC) || memcmp(f[0], WIRE_MAGIC, fl[0])) return 0;
-  v->action = policy_action_parse(f[1], fl[1]);
-  if (v->action == ACT_NONE) {
-    /* keep the unknown name for the log; the proxy treats it as a fault */
-    v->action = ACT_NONE;
-  }
+  v->action = policy_action_parse(f[1], fl[1]);   /* ACT_NONE: unknown, a fault */
   if (!parse_code(f[2], fl[2], &v->code)) return 0;
   if (!stralloc_copyb(&v->xcode, f[3], fl[3])) return 0;
   if (!stralloc_copyb(&v->text, f[4], fl[4])) return 0;

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile pid_t waiting_for;
@@ -24,12 +25,19 @@ int wait_deadline(pid_t pid, unsigned seconds, int *expired)
   sigaction(SIGALRM, &sa, &old);
   waiting_for = pid;
   killed = 0;
-  alarm(seconds);
+  /* an alarm already set (a program's lifetime) is put back afterwards */
+  unsigned before = alarm(seconds ? seconds : 1);
+  if (before && before < seconds) alarm(before);
+  time_t started = time(0);
   pid_t r;
   while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
   alarm(0);
   waiting_for = 0;
   sigaction(SIGALRM, &old, 0);
+  if (before) {
+    time_t spent = time(0) - started;
+    alarm(spent >= (time_t)before ? 1 : before - (unsigned)spent);
+  }
   if (expired) *expired = killed;
   return r == pid ? status : -1;
 }
