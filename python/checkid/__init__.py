@@ -26,7 +26,7 @@ from . import dnsio as _dnsio
 
 __all__ = ['checkID']
 
-_cache = {}            # per process (one SMTP session when embedded)
+_cache = {}            # per process: one SMTP session embedded, many in a qmail-idcheckd worker
 _CACHE_MAX = 256
 
 
@@ -99,10 +99,15 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
 
     # 3. the Registry ratings, when SPF says so
     marks = None
+    if action == 'RATE' and identity is None:
+        action = cfg.unrated          # nobody to rate (CHECKID_SPF_NONE=RATE)
     if action == 'RATE':
         from . import ratings
+        # a failed lookup ('?') is not kept: in qmail-idcheckd the cache
+        # outlives the session, and an outage must not be remembered
         marks = _cached(('ratings', identity, cfg.key()),
-                        lambda: ratings.lookup(identity, cfg.services, cfg.dns_timeout))
+                        lambda: ratings.lookup(identity, cfg.services, cfg.dns_timeout),
+                        keep=lambda m: all(mark[1] != '?' for mark in m))
         trace.mark('ratings')
         action = ratings.decide(marks, cfg)
         reason = 'ratings'
@@ -175,7 +180,7 @@ def _printable(s):
     if isinstance(s, bytes):
         s = s.decode('ascii', 'replace')
     s = str(s)
-    return ''.join(c if ' ' < c <= '~' else '?' for c in s)[:255] or '-'
+    return ''.join(c if ' ' <= c <= '~' else '?' for c in s)[:255] or '-'
 
 
 def _address(IP):
