@@ -7,16 +7,18 @@
  * whose worker dies mid-call is a fault like a dying policy process; the
  * connection is dropped and the next call connects afresh. A connection the
  * server closed while idle (restart, idle limit) shows as EPIPE on the
- * request's write: the server never saw the request, so that call
- * reconnects once, at once. */
+ * request's write; one it closed with the request unread (stopping with
+ * queued connections, an idle connection closed as the request arrived)
+ * shows as ECONNRESET on the reply's read. Either way the server never saw
+ * the request, so that call reconnects once, at once. */
 #include "policy_transport.h"
 #include <errno.h>
-#include <poll.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 static int fd = -1;
@@ -48,35 +50,33 @@ static int conn_open(const char *path, deadline_t deadline, stralloc *why)
     return 0;
   }
   strcpy(sun.sun_path, path);
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  /* a blocking connect bounded by SO_SNDTIMEO: AF_UNIX connect waits while
+   * the server's backlog is full, and fails with EAGAIN at the timeout */
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     fault(why, "cannot create a socket for the policy server", 0, errno);
     return 0;
   }
   for (;;) {
-    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) return 1;
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e == EAGAIN) {
-      /* the server's backlog is full: it is busy; try again until the deadline */
-      if (now_ms() >= deadline) {
-        fault(why, "policy server busy (connect timed out):", path, 0);
-        break;
-      }
-      struct timespec ts = { 0, 2 * 1000 * 1000 };
-      nanosleep(&ts, 0);
-      continue;
-    }
-    if (e == EINPROGRESS) {
-      int r = fd_wait(fd, POLLOUT, deadline);
-      int soerr = 0;
-      socklen_t sl = sizeof soerr;
-      if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr) return 1;
-      if (r == 0) fault(why, "policy server connect timed out:", path, 0);
-      else fault(why, "cannot connect to the policy server", path, soerr ? soerr : errno);
+    int64_t left = deadline - now_ms();
+    if (left <= 0) {            /* a zero SO_SNDTIMEO would mean no limit */
+      fault(why, "policy server busy (connect timed out):", path, 0);
       break;
     }
-    fault(why, "cannot connect to the policy server", path, e);
+    struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
+      fault(why, "cannot connect to the policy server", path, errno);
+      break;
+    }
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
+      if (fcntl(fd, F_SETFL, O_NONBLOCK) == 0) return 1;
+      fault(why, "cannot connect to the policy server", path, errno);
+      break;
+    }
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN) fault(why, "policy server busy (connect timed out):", path, 0);
+    else fault(why, "cannot connect to the policy server", path, e);
     break;
   }
   conn_close();
@@ -88,26 +88,32 @@ int policy_server_call(const char *path, const stralloc *request, stralloc *repl
 {
   for (int attempt = 0; ; ++attempt) {
     if (fd < 0 && !conn_open(path, deadline, why)) return 0;
-    if (write_all_deadline(fd, request->s, request->len, deadline) == 0) break;
+    if (write_all_deadline(fd, request->s, request->len, deadline) < 0) {
+      int e = errno;
+      int reused = calls > 0;
+      conn_close();
+      if ((e == EPIPE || e == ECONNRESET) && reused && attempt == 0) continue;
+      if (e == ETIMEDOUT) stralloc_copys(why, "checkID call timed out (policy server)");
+      else fault(why, "the policy server closed the connection", 0, e);
+      return 0;
+    }
+    enum frame_status st = policy_frame_read(fd, &inbuf, reply, deadline);
+    if (st == FRAME_OK) { ++calls; return 1; }
     int e = errno;
-    int reused = calls > 0;
     conn_close();
-    if ((e == EPIPE || e == ECONNRESET) && reused && attempt == 0) continue;
-    if (e == ETIMEDOUT) stralloc_copys(why, "checkID call timed out (policy server)");
-    else fault(why, "the policy server closed the connection", 0, e);
+    /* closed with the request unread: the server never saw it */
+    if (st == FRAME_ERROR && e == ECONNRESET && attempt == 0) continue;
+    switch (st) {
+      case FRAME_OK: break;
+      case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy server"); break;
+      case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy server"); break;
+      case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out (policy server)"); break;
+      case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
+      case FRAME_EOF: stralloc_copys(why, "the policy process died (qmail-idcheckd worker)"); break;
+      case FRAME_ERROR: fault(why, "cannot read from the policy server", 0, e); break;
+    }
     return 0;
   }
-  switch (policy_frame_read(fd, &inbuf, reply, deadline)) {
-    case FRAME_OK: ++calls; return 1;
-    case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy server"); break;
-    case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy server"); break;
-    case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out (policy server)"); break;
-    case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
-    case FRAME_EOF: stralloc_copys(why, "the policy process died (qmail-idcheckd worker)"); break;
-    case FRAME_ERROR: fault(why, "cannot read from the policy server", 0, errno); break;
-  }
-  conn_close();
-  return 0;
 }
 
 void policy_server_end(void)

@@ -21,12 +21,15 @@
  * replaces every worker as it becomes idle (an edited policy is imported
  * afresh); SIGTERM stops: in-flight calls get a few seconds, then everything
  * ends and the socket is removed. One log line per worker event, on stderr.
- * Every wait has a deadline. */
+ * Every wait has a deadline but one: an idle worker's wait for its next
+ * connection is deliberately unbounded; the master closing the channel (EOF)
+ * or dying (PR_SET_PDEATHSIG) ends it. */
 #include "python_embed.h"
 #include "python_log.h"
 #include "netstring.h"
 #include "policy_wire.h"
 #include "deadline.h"
+#include "wait_deadline.h"
 #include "stralloc.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -89,26 +92,44 @@ static void die(const char *what)
 
 /* ---- the worker ---- */
 
-/* Send one status byte to the master: 'R' ready, 'k' done (keep the
- * connection), 'x' done (drop it). */
-static void worker_tell(int ctl, char c)
+/* msg carries one byte (*byte) and room for one descriptor (SCM_RIGHTS) in
+ * cbuf, CMSG_SPACE(sizeof(int)) bytes. */
+static void fd_msg_init(struct msghdr *msg, struct iovec *iov, char *byte, char *cbuf)
 {
-  while (send(ctl, &c, 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+  iov->iov_base = byte;
+  iov->iov_len = 1;
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = cbuf;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int));
 }
 
-/* The next connection from the master, -1 when the master says stop (EOF). */
+/* Send one status byte to the master: 'R' ready, 'k' done (keep the
+ * connection), 'x' done (drop it). Waits at most IO_LIMIT_MS for room; news
+ * that cannot be sent is dropped (a master gone or stuck: its call limit or
+ * EOF on the channel ends this worker). */
+static void worker_tell(int ctl, char c)
+{
+  deadline_t deadline = deadline_in(IO_LIMIT_MS);
+  for (;;) {
+    if (send(ctl, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN || fd_wait(ctl, POLLOUT, deadline) != 1) return;
+  }
+}
+
+/* The next connection from the master, -1 when the master says stop (EOF).
+ * The one wait without a deadline: an idle worker waits as long as there is
+ * no work; the master closing the channel, or dying (PR_SET_PDEATHSIG), ends it. */
 static int worker_take(int ctl)
 {
   char byte;
   char cbuf[CMSG_SPACE(sizeof(int))];
   for (;;) {
-    struct iovec iov = { &byte, 1 };
+    struct iovec iov;
     struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
+    fd_msg_init(&msg, &iov, &byte, cbuf);
     void *gil = py_io_begin();
     ssize_t n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC);
     int e = errno;
@@ -242,6 +263,7 @@ static int qhead, qlen;
 static int listenfd = -1;
 static dev_t sock_dev;
 static ino_t sock_ino;
+static int64_t accept_resume;   /* out of descriptors: listenfd rests until then */
 
 struct kid { pid_t pid; int slot; };
 static struct kid *kids;        /* every worker not yet reaped, and its slot */
@@ -332,7 +354,10 @@ static void accept_some(void)
   for (int i = 0; i < 64 && nconns < maxconns; ++i) {
     int fd = accept4(listenfd, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) say("cannot accept: %s", strerror(errno));
+      if (errno == EMFILE || errno == ENFILE) {
+        say("cannot accept: %s (trying again in 1 s)", strerror(errno));
+        accept_resume = now_ms() + 1000;
+      }
       return;
     }
     int c = 0;
@@ -348,6 +373,15 @@ static void accept_some(void)
 }
 
 /* ---- workers ---- */
+
+/* c is busy with a worker that is to be killed because its session hung up:
+ * the hang-up would show on every poll. */
+static int conn_hung_up(int c)
+{
+  for (int i = 0; i < nworkers; ++i)
+    if (workers[i].state == W_BUSY && workers[i].conn == c && workers[i].kill_at) return 1;
+  return 0;
+}
 
 static void worker_spawn(struct worker *w)
 {
@@ -467,13 +501,9 @@ static int worker_give(struct worker *w, int c)
   char byte = 'c';
   char cbuf[CMSG_SPACE(sizeof(int))];
   memset(cbuf, 0, sizeof cbuf);
-  struct iovec iov = { &byte, 1 };
+  struct iovec iov;
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = cbuf;
-  msg.msg_controllen = sizeof cbuf;
+  fd_msg_init(&msg, &iov, &byte, cbuf);
   struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
@@ -538,13 +568,16 @@ static void listen_on(const char *path)
   struct stat st;
   if (lstat(path, &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) { errno = EEXIST; die("not a socket, left alone"); }
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
+    /* non-blocking: a server with a full backlog answers EAGAIN, at once */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0) die("socket");
+    if (connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0 || errno == EAGAIN) {
       say("fatal: another server answers on %s", path);
       _exit(111);
     }
-    if (probe >= 0) close(probe);
-    if (unlink(path) < 0) die("cannot remove the stale socket");
+    if (errno != ECONNREFUSED && errno != ENOENT) die("cannot probe the socket");
+    close(probe);
+    if (unlink(path) < 0 && errno != ENOENT) die("cannot remove the stale socket");
     say("removed a stale socket %s", path);
   }
   listenfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -717,11 +750,15 @@ int main(int argc, char **argv)
 
     /* wait */
     int n = 0;
-    if (listenfd >= 0 && nconns < maxconns) {
-      pfd[n] = (struct pollfd){ listenfd, POLLIN, 0 };
-      pwho[n++] = INT_MIN;
-    }
     int64_t wake = now + TICK_MS;
+    if (listenfd >= 0 && nconns < maxconns) {
+      if (now >= accept_resume) {
+        pfd[n] = (struct pollfd){ listenfd, POLLIN, 0 };
+        pwho[n++] = INT_MIN;
+      } else if (accept_resume < wake) {
+        wake = accept_resume;
+      }
+    }
     for (int i = 0; i < nworkers; ++i) {
       struct worker *w = &workers[i];
       if (w->ctl >= 0) {
@@ -736,6 +773,7 @@ int main(int argc, char **argv)
     if (stop_at && stop_at < wake) wake = stop_at;
     for (int c = 0; c < maxconns; ++c) {
       if (conns[c].state == C_FREE) continue;
+      if (conns[c].state == C_BUSY && conn_hung_up(c)) continue;   /* seen already */
       /* idle: a request, or the session's end; otherwise only a hang-up */
       pfd[n] = (struct pollfd){ conns[c].fd, conns[c].state == C_IDLE ? POLLIN | POLLRDHUP : POLLRDHUP, 0 };
       pwho[n++] = c;
@@ -784,18 +822,17 @@ int main(int argc, char **argv)
   for (int i = 0; i < nworkers; ++i)
     if (workers[i].state != W_EMPTY) worker_let_go(&workers[i]);
   for (int c = 0; c < maxconns; ++c) conn_close(c);
+  /* One deadline for all (alarm()'s whole seconds, rounded up): wait_deadline
+   * waits under alarm() (SIGALRM is not among the signals blocked here) and
+   * kills at its end; past the deadline what is left is killed at once and
+   * reaped (SIGKILL is prompt). */
   deadline_t d = deadline_in(2000);
-  for (;;) {
-    pid_t pid = waitpid(-1, 0, WNOHANG);
-    if (pid < 0 && errno == ECHILD) break;
-    if (pid > 0) { kid_del(pid); continue; }
-    if (now_ms() >= d) {
-      for (int i = 0; i < nkids; ++i) kill(kids[i].pid, SIGKILL);
-      d = deadline_in(2000);   /* SIGKILL is prompt; then stop waiting regardless */
-      if (!nkids) break;
-      nkids = 0;
-    }
-    usleep(10000);
+  while (nkids) {
+    pid_t pid = kids[nkids - 1].pid;
+    int64_t left = d - now_ms();
+    if (left <= 0) kill(pid, SIGKILL);
+    wait_deadline(pid, left <= 0 ? 1 : (unsigned)((left + 999) / 1000), 0);
+    kid_del(pid);
   }
   free(pfd);
   free(pwho);
