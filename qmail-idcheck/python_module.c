@@ -42,15 +42,21 @@ static void writer_feed(LogWriter *w, const char *s, size_t len)
   }
 }
 
-static PyObject *writer_write(PyObject *self, PyObject *arg)
+/* A str for the log as UTF-8 bytes; backslashreplace: stray surrogates show
+ * as \udcxx and never fail a print(). NULL with TypeError for a non-str. */
+static PyObject *log_bytes(PyObject *arg, const char *fn)
 {
   if (!PyUnicode_Check(arg)) {
-    PyErr_Format(PyExc_TypeError, "write() argument must be str, not %.100s",
+    PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", fn,
                  Py_TYPE(arg)->tp_name);
     return NULL;
   }
-  /* backslashreplace: stray surrogates show as \udcxx, never fail a print() */
-  PyObject *b = PyUnicode_AsEncodedString(arg, "utf-8", "backslashreplace");
+  return PyUnicode_AsEncodedString(arg, "utf-8", "backslashreplace");
+}
+
+static PyObject *writer_write(PyObject *self, PyObject *arg)
+{
+  PyObject *b = log_bytes(arg, "write");
   if (!b) return NULL;
   writer_feed((LogWriter *)self, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
   Py_DECREF(b);
@@ -144,12 +150,7 @@ static PyObject *idcheck_log(PyObject *self, PyObject *arg)
     log_line("policy", PyBytes_AS_STRING(arg), (size_t)PyBytes_GET_SIZE(arg));
     Py_RETURN_NONE;
   }
-  if (!PyUnicode_Check(arg)) {
-    PyErr_Format(PyExc_TypeError, "log() argument must be str, not %.100s",
-                 Py_TYPE(arg)->tp_name);
-    return NULL;
-  }
-  PyObject *b = PyUnicode_AsEncodedString(arg, "utf-8", "backslashreplace");
+  PyObject *b = log_bytes(arg, "log");
   if (!b) return NULL;
   log_line("policy", PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
   Py_DECREF(b);
