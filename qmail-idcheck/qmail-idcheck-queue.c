@@ -9,6 +9,7 @@
  * this message is fixed; it answers only between the dot and qmail-smtpd's
  * reply to it. A wrapper whose client vanished finds no verdict and queues
  * nothing. */
+#include "databytes.h"
 #include "deadline.h"
 #include "header_fold.h"
 #include "netstring.h"
@@ -77,27 +78,38 @@ static int memfd(const char *name)
  * queue reads from there: the message is never copied again. */
 #define HEADROOM (256 * 1024)
 
-static void spool_at(int from, int to, off_t offset)
+/* Spool fd 0 to its end, keeping at most max bytes: 1 all of it was kept,
+ * 0 it was longer (the rest was read and dropped: memory in a memfd is
+ * shared memory, which softlimit does not bound). */
+static int spool_at(int from, int to, off_t offset, unsigned long long max)
 {
-  char buf[65536];
+  static char buf[65536];
+  unsigned long long kept = 0;
   if (lseek(to, offset, SEEK_SET) < 0) _exit(QQ_WRITE_ERROR);
   for (;;) {
     /* pipe to memfd by moving pages where the kernel can */
-    ssize_t n = splice(from, 0, to, 0, 1 << 20, SPLICE_F_MOVE);
-    if (n > 0) continue;
-    if (n == 0) return;
+    unsigned long long room = max + 1 - kept;
+    ssize_t n = splice(from, 0, to, 0, room < (1 << 20) ? room : (1 << 20), SPLICE_F_MOVE);
+    if (n > 0) {
+      if ((kept += (unsigned long long)n) > max) break;
+      continue;
+    }
+    if (n == 0) return 1;
     if (errno == EINTR) continue;
     if (errno != EINVAL) _exit(QQ_READ_ERROR);
     break;   /* fd 0 is not a pipe: copy */
   }
   for (;;) {
     ssize_t n = read(from, buf, sizeof buf);
-    if (n == 0) return;
+    if (n == 0) return kept <= max;
     if (n < 0) {
       if (errno == EINTR) continue;
       _exit(QQ_READ_ERROR);
     }
-    if (write_all_deadline(to, buf, (size_t)n, DEADLINE_NONE) < 0) _exit(QQ_WRITE_ERROR);
+    if (kept > max) continue;   /* over: read to the end, keep nothing more */
+    kept += (unsigned long long)n;
+    if (kept <= max && write_all_deadline(to, buf, (size_t)n, DEADLINE_NONE) < 0)
+      _exit(QQ_WRITE_ERROR);
   }
 }
 
@@ -179,6 +191,22 @@ static int filter_run(const char *command, int in)
   return -1;
 }
 
+/* IDCHECK_CHANNEL's descriptor, if it is the SEQPACKET socket qmail-idcheck
+ * made (above 6), else -1. It is made close-on-exec: the real queue and
+ * filters never see it. */
+static int channel_open(const char *text)
+{
+  char *end;
+  long fd = strtol(text, &end, 10);
+  int type;
+  socklen_t len = sizeof type;
+  if (!*text || *end || fd < 7 || fd > 65535
+      || getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET)
+    return -1;
+  fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+  return (int)fd;
+}
+
 int main(void)
 {
   alarm(LIFETIME_SECONDS);   /* the real queue sets its own after exec */
@@ -186,22 +214,30 @@ int main(void)
   const char *queue = getenv("IDCHECK_QUEUE");
   if (!queue || !*queue) queue = "/var/qmail/bin/qmail-queue";
   const char *chan = getenv("IDCHECK_CHANNEL");
-  char *end;
-  long channel = chan ? strtol(chan, &end, 10) : -1;
-  if (!chan || *end || channel < 7 || fcntl((int)channel, F_GETFD) < 0) {
+  if (!chan) {
     /* not under qmail-idcheck: be the queue it wraps */
     log_line("no verdict channel, queuing unchanged", 0);
     execl(queue, queue, (char *)0);
     _exit(QQ_NO_EXEC);
   }
-  fcntl((int)channel, F_SETFD, FD_CLOEXEC);   /* the real queue and filters never see it */
+  int channel = channel_open(chan);
+  if (channel < 0) {
+    /* a verdict was promised and cannot be had: never a silent pass */
+    log_line("the verdict channel is unusable, refusing for now", chan);
+    leave(QQ_TEMP_REJECT);
+  }
 
   int message = memfd("qmail-idcheck-message");
-  spool_at(0, message, HEADROOM);
+  int whole = spool_at(0, message, HEADROOM, databytes_limit() + DATABYTES_SLACK);
 
   struct policy_verdict v = { 0 };
-  if (!verdict_ask((int)channel, &v)) leave(QQ_TEMP_REJECT);
-  close((int)channel);
+  if (!verdict_ask(channel, &v)) leave(QQ_TEMP_REJECT);
+  close(channel);
+  if (!whole) {
+    /* qmail-idcheck refuses it with 552 (it counts the same bytes) */
+    log_line("message too big", 0);
+    leave(QQ_PERM_REJECT);
+  }
 
   const char *onerror = getenv("IDCHECK_ONERROR");
   switch (v.action) {

@@ -7,6 +7,7 @@
  * replies to the client are collected and written in one write whenever the
  * client's input runs dry. DATA is relayed in blocks, refusing bare CR and
  * bare LF so the proxy and qmail-smtpd always agree where a message ends. */
+#include "databytes.h"
 #include "deadline.h"
 #include "header_fold.h"
 #include "netstring.h"
@@ -50,6 +51,8 @@ static int onerror_accept;                     /* IDCHECK_ONERROR=accept */
 static int skip_policy;                        /* RELAYCLIENT or IDCHECK_SKIP */
 static const char *keyword = "ID";             /* IDCHECK_KEYWORD */
 static size_t bodymax = 1048576;               /* IDCHECK_BODYMAX */
+static unsigned long maxrcpt = 1000;           /* IDCHECK_MAXRCPT */
+static unsigned long databytes;                /* IDCHECK_DATABYTES, with the wrapper */
 static int channel = -1;   /* to qmail-idcheck-queue: it asks, we answer */
 
 /* The two sides. */
@@ -58,6 +61,10 @@ static struct stream client, progout;
 static int progin = -1;
 static pid_t prog_pid = -1;
 static stralloc to_client;                     /* replies not yet written */
+/* The client's idle deadline runs from the last byte prog was given, not the
+ * last byte read: bytes the proxy holds back (a partial line, a possible
+ * terminator) are no progress to qmail-smtpd, whose own timer keeps running. */
+static deadline_t client_deadline;
 
 /* Session state: the ID and HELO belong to the session, the rest to the
  * current transaction. */
@@ -68,6 +75,7 @@ struct transaction {
   int active;                 /* prog accepted MAIL */
   stralloc sender;
   stralloc rcpts;             /* netstrings: the accepted recipients */
+  unsigned long nrcpts;       /* how many: at most maxrcpt */
   struct policy_verdict applied;  /* the verdict in force, with its headers;
                                      ACT_NONE: not asked, CONTINUE: ask again */
 };
@@ -144,7 +152,7 @@ static void log_field(const char *s, size_t len, int present)
 
 /* qmail-idcheck: pid N IP ID HELO MAIL stage[:rcpt] action [code [xcode]] text */
 static void log_decision(const stralloc *sender, const char *stage,
-                         const char *rcpt, size_t rcptlen, const char *action,
+                         const stralloc *rcpt, const char *action,
                          int code, const stralloc *xcode, const stralloc *text)
 {
   log_start();
@@ -155,7 +163,7 @@ static void log_decision(const stralloc *sender, const char *stage,
   stralloc_cats(&logline, stage);
   if (rcpt) {
     stralloc_cats(&logline, ":");
-    sanitize_catb(&logline, rcpt, rcptlen, 200);
+    sanitize_catb(&logline, rcpt->s, rcpt->len, 200);
   }
   stralloc_cats(&logline, " ");
   stralloc_cats(&logline, action);
@@ -201,7 +209,7 @@ static void flush_client(void)
 static long client_fill(void)
 {
   flush_client();
-  long n = stream_fill(&client, deadline_in(timeout_ms));
+  long n = stream_fill(&client, client_deadline);
   if (n < 0 && errno == ETIMEDOUT) die_timeout();
   return n;
 }
@@ -239,6 +247,7 @@ static enum line_status client_line(size_t max)
 static void prog_send(const char *s, size_t len)
 {
   if (write_all_deadline(progin, s, len, deadline_in(timeout_ms)) < 0) die_prog();
+  client_deadline = deadline_in(timeout_ms);
 }
 
 static int last_code;   /* of prog's last reply: 421 means it is closing */
@@ -289,6 +298,7 @@ static void txn_clear(void)
   txn.active = 0;
   txn.sender.len = 0;
   txn.rcpts.len = 0;
+  txn.nrcpts = 0;
   txn.applied.action = ACT_NONE;
   txn.applied.code = 0;
   txn.applied.xcode.len = txn.applied.text.len = txn.applied.headers.len = 0;
@@ -317,7 +327,7 @@ static int xcode_valid(const char *s, size_t len, int code)
 }
 
 /* The meaning of a verdict: 1 usable, 0 a fault (reason in why). */
-static int verdict_check(const struct policy_verdict *v)
+static int verdict_check(struct policy_verdict *v)
 {
   const char *reason = 0;
   if (v->action == ACT_NONE) reason = "unknown action";
@@ -329,6 +339,9 @@ static int verdict_check(const struct policy_verdict *v)
   else if (v->code && (v->code < 200 || v->code > 599)) reason = "reply code out of range";
   else if (!xcode_valid(v->xcode.s, v->xcode.len, v->code)) reason = "malformed enhanced status code";
   else if (v->nheaders > HEADERS_MAX) reason = "too many headers";
+  /* only REPLY_TEXT_MAX bytes ever reach the client: a longer text would
+   * only grow the log and the verdict the queue wrapper is sent */
+  if (v->text.len > REPLY_TEXT_MAX) v->text.len = REPLY_TEXT_MAX;
   if (v->action == ACT_FAULT) {
     if (!stralloc_copy(&why, &v->text)) die_nomem();
     return 0;
@@ -363,9 +376,10 @@ static void env_list_put(stralloc *out_sa)
 }
 
 /* Ask checkID. nargs 4 at MAIL, 5 at RCPT (R = accepted recipients plus
- * rcpt). Returns 1 with the verdict in v, 0 on a fault (why says it). */
-static int checkid_call(int nargs, const stralloc *sender, const char *rcpt,
-                        size_t rcptlen, struct policy_verdict *v)
+ * rcpt, which may be empty: RCPT TO:<>), 7 at end of data. Returns 1 with the
+ * verdict in v, 0 on a fault (why says it). */
+static int checkid_call(int nargs, const stralloc *sender, const stralloc *rcpt,
+                        struct policy_verdict *v)
 {
   size_t frame;
   request.len = 0;
@@ -377,7 +391,7 @@ static int checkid_call(int nargs, const stralloc *sender, const char *rcpt,
   if (!ok) die_nomem();
   size_t mark = netstring_open(&request);
   if (nargs > 4 && !stralloc_cat(&request, &txn.rcpts)) die_nomem();
-  if (rcpt && !netstring_catb(&request, rcpt, rcptlen)) die_nomem();
+  if (rcpt && !netstring_catb(&request, rcpt->s, rcpt->len)) die_nomem();
   if (!netstring_close(&request, mark)) die_nomem();
   char size[24];
   snprintf(size, sizeof size, "%zu", nargs == 7 ? collect.bodysize : 0);
@@ -428,26 +442,28 @@ static stralloc refusal;   /* the reply for a REFUSED outcome */
  * one). GO_ON: the command goes on; fresh holds the verdict to apply if prog
  * accepts. */
 static enum outcome decide(const stralloc *sender, const char *stage, int nargs,
-                           const char *rcpt, size_t rcptlen)
+                           const stralloc *rcpt)
 {
   static stralloc fault_xcode = { "4.3.0", 5, 0 };
   verdict_reset(&fresh);
-  if (!checkid_call(nargs, sender, rcpt, rcptlen, &fresh)) {
+  if (!checkid_call(nargs, sender, rcpt, &fresh)) {
     /* a fault: logged with its reason, then the fault policy */
     verdict_reset(&fresh);
     if (onerror_accept) {
-      log_decision(sender, stage, rcpt, rcptlen, "FAULT-ACCEPT", 0, 0, &why);
-      fresh.action = ACT_ACCEPT;
+      /* never final: a client that makes its own call fail (a silent DNS
+       * server of its own) must not switch off the later checks */
+      log_decision(sender, stage, rcpt, "FAULT-ACCEPT", 0, 0, &why);
+      fresh.action = ACT_CONTINUE;
       return GO_ON;
     }
-    log_decision(sender, stage, rcpt, rcptlen, "FAULT", 451, &fault_xcode, &why);
+    log_decision(sender, stage, rcpt, "FAULT", 451, &fault_xcode, &why);
     fresh.action = ACT_TEMPFAIL;
     fresh.code = 451;
     if (!stralloc_copys(&refusal, "451 4.3.0 temporary failure in the sender policy check, try again later\r\n"))
       die_nomem();
     return REFUSED;
   }
-  log_decision(sender, stage, rcpt, rcptlen, policy_action_name(fresh.action),
+  log_decision(sender, stage, rcpt, policy_action_name(fresh.action),
                fresh.code, &fresh.xcode, &fresh.text);
   if (fresh.action == ACT_REJECT || fresh.action == ACT_TEMPFAIL) {
     verdict_reply(&fresh, &refusal);
@@ -568,7 +584,7 @@ static void smtp_mail(void)
 {
   static stralloc sender;
   if (!smtp_addr_parse(arg.s, arg.len, &sender)) { smtp_forward(); return; }
-  if (!skip_policy && decide(&sender, "mail", 4, 0, 0) == REFUSED) {
+  if (!skip_policy && decide(&sender, "mail", 4, 0) == REFUSED) {
     out_sa(&refusal);
     if (txn.active) {
       /* prog still holds the old transaction: end it there too */
@@ -588,21 +604,45 @@ static void smtp_mail(void)
   relay_reply(code, skip_policy ? 0 : &fresh);
 }
 
+static void rcpt_add(const stralloc *rcpt)
+{
+  if (!netstring_catb(&txn.rcpts, rcpt->s, rcpt->len)) die_nomem();
+  ++txn.nrcpts;
+}
+
+/* Each call carries every recipient so far: the cap also bounds a
+ * transaction's policy work (RFC 5321 4.5.3.1.10: the client sends the rest
+ * in another transaction). */
+static int rcpt_limit_reached(void)
+{
+  if (txn.nrcpts < maxrcpt) return 0;
+  if (txn.nrcpts == maxrcpt) {
+    log_start();
+    stralloc_cats(&logline, "too many recipients from ");
+    log_field(remote_ip, remote_ip ? strlen(remote_ip) : 0, remote_ip != 0);
+    log_flush();
+    ++txn.nrcpts;   /* logged once per transaction */
+  }
+  out("452 4.5.3 too many recipients\r\n");
+  return 1;
+}
+
 static void smtp_rcpt(void)
 {
   static stralloc rcpt;
   if (!txn.active) { smtp_forward(); return; }
   if (!smtp_addr_parse(arg.s, arg.len, &rcpt)) { smtp_forward(); return; }
+  if (rcpt_limit_reached()) return;
   if (skip_policy || verdict_is_final(txn.applied.action)) {
     int code = prog_command();
-    if (code >= 200 && code <= 299 && !netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
+    if (code >= 200 && code <= 299) rcpt_add(&rcpt);
     out_sa(&reply);
     return;
   }
-  if (decide(&txn.sender, "rcpt", 5, rcpt.s, rcpt.len) == REFUSED) { out_sa(&refusal); return; }
+  if (decide(&txn.sender, "rcpt", 5, &rcpt) == REFUSED) { out_sa(&refusal); return; }
   int code = prog_command();
   if (code >= 200 && code <= 299) {
-    if (!netstring_catb(&txn.rcpts, rcpt.s, rcpt.len)) die_nomem();
+    rcpt_add(&rcpt);
     verdict_apply();
   }
   relay_reply(code, &fresh);
@@ -693,11 +733,22 @@ static enum data_scan data_scan(enum data_state *st, const char *buf, size_t len
 static struct policy_verdict pending;
 static int pending_set, pending_taken;
 
+#define CHANNEL_QUESTIONS_MAX 64   /* drained per dot: the far ends are few */
+
+static void channel_close(void)
+{
+  if (channel >= 0) close(channel);
+  channel = -1;
+}
+
+/* Answer one question. EOF, HUP or an error means every far end is gone
+ * (qmail-smtpd and its wrapper): the channel is closed, never polled again. */
 static void channel_answer(int with_verdict)
 {
   char buf[256];
   ssize_t n = recv(channel, buf, sizeof buf, MSG_DONTWAIT);
-  if (n <= 0) return;
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) { channel_close(); return; }
   size_t pos = 0, flen, plen;
   const char *f, *pid;
   if (netstring_next(buf, (size_t)n, &pos, &f, &flen) != 1 || flen != 3 || memcmp(f, "ask", 3)
@@ -705,39 +756,49 @@ static void channel_answer(int with_verdict)
     return;
   scratch.len = 0;
   if (!netstring_catb(&scratch, pid, plen)) die_nomem();
+  size_t asker = scratch.len;
   if (with_verdict && pending_set && !pending_taken) {
     static stralloc frame;
     frame.len = 0;
     if (!wire_reply_encode(&frame, &pending) || !netstring_catb(&scratch, frame.s, frame.len))
       die_nomem();
-    pending_taken = 1;
-  } else if (!netstring_cats(&scratch, "none")) {
-    die_nomem();
+    if (send(channel, scratch.s, scratch.len, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+      pending_taken = 1;
+      return;
+    }
+    /* a fault: the wrapper is told there is none, and queues nothing */
+    log_start();
+    stralloc_cats(&logline, "fault: the verdict cannot be sent to the queue wrapper: ");
+    stralloc_cats(&logline, strerror(errno));
+    log_flush();
+    scratch.len = asker;
   }
+  if (!netstring_cats(&scratch, "none")) die_nomem();
   if (send(channel, scratch.s, scratch.len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {}
 }
 
 /* A question asked before the dot went out cannot be this message's. */
 static void channel_drain_stale(void)
 {
-  struct pollfd p = { channel, POLLIN, 0 };
-  while (channel >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) channel_answer(0);
+  for (int i = 0; channel >= 0 && i < CHANNEL_QUESTIONS_MAX; ++i) {
+    struct pollfd p = { channel, POLLIN, 0 };
+    if (poll(&p, 1, 0) <= 0) return;
+    channel_answer(0);
+  }
 }
 
 /* prog's reply to the final dot, answering the wrapper meanwhile. */
 static int prog_reply_after_dot(void)
 {
   deadline_t deadline = deadline_in(timeout_ms);
-  int chan = channel;
   while (stream_find_lf(&progout) < 0) {
-    struct pollfd p[2] = { { progout.fd, POLLIN, 0 }, { chan, POLLIN, 0 } };
+    struct pollfd p[2] = { { progout.fd, POLLIN, 0 }, { channel, POLLIN, 0 } };
     int64_t left = deadline - now_ms();
     if (left <= 0) die_prog();
-    int r = poll(p, 2, left > 86400000 ? 86400000 : (int)left);
+    int r = poll(p, channel >= 0 ? 2 : 1, left > 86400000 ? 86400000 : (int)left);
     if (r < 0 && errno != EINTR) die_prog();
     if (r <= 0) continue;
-    if (p[1].revents & POLLIN) channel_answer(1);
-    else if (p[1].revents) chan = -1;   /* every wrapper end is closed */
+    if (channel >= 0 && p[1].revents) channel_answer(1);
     if (p[0].revents) break;
   }
   return prog_reply();
@@ -756,14 +817,24 @@ static void pending_from(const struct policy_verdict *v)
 /* The final dot: fix the verdict (calling checkID while CONTINUE), let it go
  * to prog, and reply to the client. REJECT and TEMPFAIL make the wrapper exit
  * 31 / 71; prog's generic reply to that is replaced by checkID's. */
-static void data_end(int collecting)
+static void data_end(int collecting, int too_big)
 {
   int called = 0;
   enum outcome o = GO_ON;
   channel_drain_stale();
-  if (collecting) {
+  if (too_big) {
+    static stralloc xcode = { "5.3.4", 5, 0 };
+    verdict_reset(&pending);
+    pending.action = ACT_REJECT;
+    pending.code = 552;
+    if (!stralloc_copys(&pending.xcode, "5.3.4")
+        || !stralloc_copys(&pending.text, "sorry, that message size exceeds my databytes limit")
+        || !stralloc_copys(&refusal, "552 5.3.4 sorry, that message size exceeds my databytes limit\r\n"))
+      die_nomem();
+    log_decision(&txn.sender, "data", 0, "TOO-BIG", 552, &xcode, &pending.text);
+  } else if (collecting) {
     if (!message_collect_end(&collect)) die_nomem();
-    o = decide(&txn.sender, "data", 7, 0, 0);
+    o = decide(&txn.sender, "data", 7, 0);
     called = 1;
     pending_from(&fresh);
   } else if (skip_policy || txn.applied.action == ACT_NONE) {
@@ -797,6 +868,7 @@ static void smtp_data_relay(void)
 {
   enum data_state st = D_BOL;
   int collecting = !skip_policy && txn.applied.action == ACT_CONTINUE;
+  unsigned long long relayed = 0;   /* bytes given to prog, CRLF and dots as sent */
   if (collecting) message_collect_start(&collect, bodymax, HDRS_MAX);
   for (;;) {
     if (client.start == client.end) {
@@ -822,9 +894,10 @@ static void smtp_data_relay(void)
       /* the terminator ".\r\n" is the last three bytes: held back until the
        * verdict is fixed */
       prog_send(p, at - 3);
+      relayed += at - 3;
       if (collecting && !message_collect_feed(&collect, p, at - 3)) die_nomem();
       client.start += at;
-      data_end(collecting);
+      data_end(collecting, databytes && relayed > databytes);
       return;
     }
     /* hold back a possible ".", ".\r" at the start of a line: it may be the
@@ -832,6 +905,7 @@ static void smtp_data_relay(void)
     size_t hold = st == D_DOT ? 1 : st == D_DOTCR ? 2 : 0;
     if (len > hold) {
       prog_send(p, len - hold);
+      relayed += len - hold;
       if (collecting && !message_collect_feed(&collect, p, len - hold)) die_nomem();
     }
     client.start += len - hold;
@@ -890,17 +964,27 @@ static void dispatch(void)
   }
 }
 
-static int keyword_valid(const char *s)
+/* Why IDCHECK_KEYWORD cannot name the extension, or 0. */
+static const char *keyword_unusable(const char *s)
 {
+  /* verbs of SMTP and of its common extensions and qmail patches: the ID
+   * command would take their place and they would stop working */
+  static const char *const verbs[] = {
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN",
+    "HELP", "SEND", "SOML", "SAML", "TURN", "ETRN", "ATRN", "AUTH", "STARTTLS", "BDAT",
+    "XCLIENT", "XFORWARD", 0
+  };
   /* ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
   size_t len = strlen(s);
-  if (!len || len > 32 || s[0] == '-') return 0;
+  if (!len || len > 32 || s[0] == '-') return "not an EHLO keyword";
   for (size_t i = 0; i < len; ++i) {
     char c = s[i];
     if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-      return 0;
+      return "not an EHLO keyword";
   }
-  return 1;
+  for (const char *const *v = verbs; *v; ++v)
+    if (!strcasecmp(s, *v)) return "an SMTP command of that name exists";
+  return 0;
 }
 
 /* The wrapper between prog and the real queue, and the channel it asks on.
@@ -961,7 +1045,20 @@ int main(int argc, char **argv)
   onerror_accept = onerror && !strcmp(onerror, "accept");
   skip_policy = getenv("RELAYCLIENT") != 0 || getenv("IDCHECK_SKIP") != 0;
   const char *kw = getenv("IDCHECK_KEYWORD");
-  if (kw && keyword_valid(kw)) keyword = kw;
+  if (kw) {
+    const char *unusable = keyword_unusable(kw);
+    if (!unusable) {
+      keyword = kw;
+    } else {
+      log_start();
+      stralloc_cats(&logline, "warning: IDCHECK_KEYWORD=");
+      sanitize_catb(&logline, kw, strlen(kw), 40);
+      stralloc_cats(&logline, " refused (");
+      stralloc_cats(&logline, unusable);
+      stralloc_cats(&logline, "); the keyword is ID");
+      log_flush();
+    }
+  }
 
   const char *bm = getenv("IDCHECK_BODYMAX");
   if (bm && *bm) {
@@ -969,13 +1066,24 @@ int main(int argc, char **argv)
     unsigned long v = strtoul(bm, &end, 10);
     if (!*end) bodymax = v;
   }
+  const char *mr = getenv("IDCHECK_MAXRCPT");
+  if (mr && *mr) {
+    char *end;
+    unsigned long v = strtoul(mr, &end, 10);
+    if (!*end && v) maxrcpt = v;
+  }
   /* A session that skips the policy from the start never has headers or a
-   * verdict to carry out: qmail-smtpd keeps its own queue program. */
-  if (!skip_policy) queue_setup();
+   * verdict to carry out: qmail-smtpd keeps its own queue program, and the
+   * wrapper's spool limit does not apply. */
+  if (!skip_policy) {
+    queue_setup();
+    databytes = databytes_limit();
+  }
 
   fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
   fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
   stream_init(&client, 0, client_space, sizeof client_space);
+  client_deadline = deadline_in(timeout_ms);
   prog_start(argv + 1);
   if (channel_child_end >= 0) close(channel_child_end);   /* prog and its wrapper hold it */
 
