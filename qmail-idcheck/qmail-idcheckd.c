@@ -822,16 +822,12 @@ int main(int argc, char **argv)
   for (int i = 0; i < nworkers; ++i)
     if (workers[i].state != W_EMPTY) worker_let_go(&workers[i]);
   for (int c = 0; c < maxconns; ++c) conn_close(c);
-  /* One deadline for all (alarm()'s whole seconds, rounded up): wait_deadline
-   * waits under alarm() (SIGALRM is not among the signals blocked here) and
-   * kills at its end; past the deadline what is left is killed at once and
-   * reaped (SIGKILL is prompt). */
+  /* One deadline for all: wait_deadline kills at its end, so past it what is
+   * left is killed at once and reaped (SIGKILL is prompt). */
   deadline_t d = deadline_in(2000);
   while (nkids) {
     pid_t pid = kids[nkids - 1].pid;
-    int64_t left = d - now_ms();
-    if (left <= 0) kill(pid, SIGKILL);
-    wait_deadline(pid, left <= 0 ? 1 : (unsigned)((left + 999) / 1000), 0);
+    wait_deadline(pid, d, 0);
     kid_del(pid);
   }
   free(pfd);
