@@ -108,37 +108,26 @@ static void data_relay(void)
   if (collecting) message_collect_start(&collect, settings.bodymax, HDRS_MAX);
   for (;;) {
     const char *p;
-    size_t len = client_unread(&p), at;
+    size_t len = client_unread(&p);
     if (!len) {
       /* the client vanished mid-DATA: prog sees EOF and queues nothing */
       if (client_fill() <= 0) session_end(0, -1);
       continue;
     }
-    enum data_scan r = data_scan(&st, p, len, &at);
-    if (r == SCAN_BARE) bare_line_end();
-    if (r == SCAN_END) {
-      /* the terminator ".\r\n" is the last three bytes: held back until the
-       * verdict is fixed */
-      prog_send(p, at - 3);
-      relayed += at - 3;
-      if (collecting && !message_collect_feed(&collect, p, at - 3)) die_nomem();
-      client_consume(at);
+    struct data_step step = data_step(&st, p, len);
+    if (step.result == SCAN_BARE) bare_line_end();
+    if (step.forward) {
+      prog_send(p, step.forward);
+      relayed += step.forward;
+      if (collecting && !message_collect_feed(&collect, p, step.forward)) die_nomem();
+    }
+    client_consume(step.consume);
+    if (step.result == SCAN_END) {
       data_end(collecting, databytes && relayed > databytes);
       return;
     }
-    /* hold back a possible ".", ".\r" at the start of a line: it may be the
-     * terminator, completed by the next read */
-    size_t hold = data_scan_held(st);
-    if (len > hold) {
-      prog_send(p, len - hold);
-      relayed += len - hold;
-      if (collecting && !message_collect_feed(&collect, p, len - hold)) die_nomem();
-    }
-    client_consume(len - hold);
-    if (hold) {
-      if (client_fill() <= 0) session_end(0, -1);
-      st = D_BOL;   /* rescan the held bytes from the line's start */
-    }
+    /* bytes held back wait for more: the terminator may be completed */
+    if (step.consume < len && client_fill() <= 0) session_end(0, -1);
   }
 }
 

@@ -34,7 +34,18 @@ enum data_scan data_scan(enum data_state *st, const char *buf, size_t len, size_
   return SCAN_MORE;
 }
 
-size_t data_scan_held(enum data_state st)
+struct data_step data_step(enum data_state *st, const char *buf, size_t len)
 {
-  return st == D_DOT ? 1 : st == D_DOTCR ? 2 : 0;
+  struct data_step step = { SCAN_BARE, 0, 0 };
+  size_t at;
+  step.result = data_scan(st, buf, len, &at);
+  if (step.result == SCAN_END) {
+    step.forward = at - 3;   /* the terminator ".\r\n" is the last three */
+    step.consume = at;
+  } else if (step.result == SCAN_MORE) {
+    size_t held = *st == D_DOT ? 1 : *st == D_DOTCR ? 2 : 0;
+    step.forward = step.consume = len - held;
+    if (held) *st = D_BOL;   /* the held bytes are scanned again */
+  }
+  return step;
 }

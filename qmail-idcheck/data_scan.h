@@ -21,8 +21,17 @@ enum data_scan { SCAN_MORE, SCAN_END, SCAN_BARE };
  * or LF that is not part of CRLF. SCAN_MORE: all of it is message. */
 enum data_scan data_scan(enum data_state *st, const char *buf, size_t len, size_t *at);
 
-/* How many bytes at the end of a scanned buffer may still become the
- * terminator ("." or ".\r" at a line's start): they wait for more input. */
-size_t data_scan_held(enum data_state st);
+/* One step of the relay over the unread bytes buf[0..len), from *st:
+ *   SCAN_MORE  forward the first `forward` bytes and consume as many; the
+ *              rest (".", ".\r" at a line's start: maybe the terminator)
+ *              waits for more input, and is scanned again from a line's start
+ *   SCAN_END   forward `forward` bytes (the message's last), consume
+ *              `consume` (the terminator too): the message is complete
+ *   SCAN_BARE  a bare CR or LF: nothing more may be forwarded */
+struct data_step {
+  enum data_scan result;
+  size_t forward, consume;
+};
+struct data_step data_step(enum data_state *st, const char *buf, size_t len);
 
 #endif
