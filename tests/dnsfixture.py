@@ -117,6 +117,16 @@ def question_name(pkt):
         return None
 
 
+def question_type(pkt):
+    """The type asked in a query packet ('A', 'TXT', ...), or None."""
+    try:
+        _, pos = _read_name(pkt, 12)
+        code = struct.unpack('>H', pkt[pos:pos + 2])[0]
+    except (ValueError, IndexError, struct.error):
+        return None
+    return {v: k for k, v in QTYPES.items()}.get(code)
+
+
 def parse_response(pkt):
     """{'id', 'rcode', 'answers': [(name, type, value)]}: A as dotted quad,
     TXT as the joined bytes of its strings, other types as raw bytes."""
@@ -168,6 +178,81 @@ def query(server, name, qtype='A', timeout=2.0):
                 return resp
     finally:
         s.close()
+
+
+def reply(query_pkt, records=(), rcode=0, count=None):
+    """A response to query_pkt (its id and question copied) whose answer
+    section is the records as given (bytes, see record()); count, when set,
+    is the answer count the header claims."""
+    qid = struct.unpack('>H', query_pkt[:2])[0]
+    end = 12
+    while query_pkt[end]:
+        end += 1 + query_pkt[end]
+    question = query_pkt[12:end + 5]
+    return (struct.pack('>HHHHHH', qid, 0x8180 | rcode, 1,
+                        len(records) if count is None else count, 0, 0)
+            + question + b''.join(records))
+
+
+def record(qtype, rdata, rdlength=None, ttl=60):
+    """One answer record for the question's name (a pointer to offset 12);
+    rdlength, when set, is the RDLENGTH claimed instead of len(rdata)."""
+    code = QTYPES.get(qtype, qtype)
+    return (struct.pack('>HHHIH', 0xc00c, code, 1, ttl,
+                        len(rdata) if rdlength is None else rdlength) + rdata)
+
+
+class PacketServer:
+    """A DNS peer that tinydns cannot be: it answers each UDP query to port
+    53 of a free address in the fixture's /24 with respond(packet) (bytes,
+    or None to stay silent), from a thread. For malformed and failure
+    answers only; every real answer comes from tinydns.
+
+        with PacketServer(dns, lambda q: reply(q, rcode=2)) as srv:
+            ... DNSCACHEIP=srv.ip ..."""
+
+    def __init__(self, fixture, respond):
+        import threading
+        self.respond = respond
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for host in range(250, 200, -1):
+            try:
+                self.sock.bind(('%s.%d' % (fixture.net, host), 53))
+                self.ip = '%s.%d' % (fixture.net, host)
+                break
+            except OSError:
+                continue
+        else:
+            self.sock.close()
+            raise FixtureError('no free address in %s.0/24 for a packet server' % fixture.net)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                pkt, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            out = self.respond(pkt)
+            if out is not None:
+                self.sock.sendto(out, peer)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(2)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 # ---------------------------------------------------------------- servers
