@@ -17,7 +17,6 @@ int dns_answer_start(struct dns_answer *a, const char *buf, unsigned int len)
   a->len = len;
   a->pos = pos + 4;
   a->left = u16(header + 6);
-  a->rcode = (unsigned char)header[3] & 15;
   return 1;
 }
 

@@ -19,7 +19,6 @@ struct dns_answer {
   unsigned int len;
   unsigned int pos;        /* the next record */
   unsigned int left;       /* records the header announces, not read yet */
-  unsigned int rcode;      /* 0 NOERROR, 3 NXDOMAIN, ... */
 };
 
 struct dns_record {
