@@ -55,24 +55,54 @@ static int parse_code(const char *s, size_t len, int *code)
 
 int wire_reply_decode(const char *buf, size_t len, struct policy_verdict *v)
 {
-  const char *f[6];
-  size_t fl[6], pos = 0;
-  for (int i = 0; i < 6; ++i)
-    if (netstring_next(buf, len, &pos, &f[i], &fl[i]) != 1) return 0;
-  if (pos != len) return 0;
+  const char *f[7];
+  size_t fl[7], pos = 0;
+  int n = 0;
+  while (n < 7 && pos < len)
+    if (netstring_next(buf, len, &pos, &f[n], &fl[n]) != 1) return 0;
+    else ++n;
+  if (pos != len || n < 6) return 0;
+  if (n == 6) { f[6] = ""; fl[6] = 0; }
   if (fl[0] != strlen(WIRE_MAGIC) || memcmp(f[0], WIRE_MAGIC, fl[0])) return 0;
   v->action = policy_action_parse(f[1], fl[1]);   /* ACT_NONE: unknown, a fault */
   if (!parse_code(f[2], fl[2], &v->code)) return 0;
   if (!stralloc_copyb(&v->xcode, f[3], fl[3])) return 0;
   if (!stralloc_copyb(&v->text, f[4], fl[4])) return 0;
   if (!stralloc_copyb(&v->headers, f[5], fl[5])) return 0;
-  v->nheaders = 0;
-  size_t hp = 0;
-  const char *l, *t;
-  size_t ll, tl;
+  if (!stralloc_copyb(&v->edits, f[6], fl[6])) return 0;
+  v->nheaders = v->nedits = 0;
+  size_t hp = 0, ll, tl, wl, nl;
+  const char *l, *t, *w, *nm;
   int r;
   while ((r = wire_header_next(v, &hp, &l, &ll, &t, &tl)) == 1) ++v->nheaders;
+  if (r != 0) return 0;
+  hp = 0;
+  while ((r = wire_edit_next(v, &hp, &w, &wl, &nm, &nl, &l, &ll)) == 1) ++v->nedits;
   return r == 0;
+}
+
+int wire_edit_next(const struct policy_verdict *v, size_t *pos,
+                   const char **where, size_t *wlen, const char **name, size_t *nlen,
+                   const char **label, size_t *llen)
+{
+  const char *item;
+  size_t ilen, ip = 0;
+  int r = netstring_next(v->edits.s, v->edits.len, pos, &item, &ilen);
+  if (r != 1) return r;
+  if (netstring_next(item, ilen, &ip, where, wlen) != 1
+      || netstring_next(item, ilen, &ip, name, nlen) != 1
+      || netstring_next(item, ilen, &ip, label, llen) != 1)
+    return -1;
+  return ip == ilen ? 1 : -1;
+}
+
+int wire_edit_cat(stralloc *edits, const char *where, size_t wlen, const char *name,
+                  size_t nlen, const char *label, size_t llen)
+{
+  size_t mark = netstring_open(edits);
+  return mark != (size_t)-1 && netstring_catb(edits, where, wlen)
+      && netstring_catb(edits, name, nlen) && netstring_catb(edits, label, llen)
+      && netstring_close(edits, mark);
 }
 
 int wire_header_next(const struct policy_verdict *v, size_t *pos,
@@ -104,6 +134,7 @@ int wire_reply_encode(stralloc *out, const struct policy_verdict *v)
       && netstring_catb(out, v->xcode.s, v->xcode.len)
       && netstring_catb(out, v->text.s, v->text.len)
       && netstring_catb(out, v->headers.s, v->headers.len)
+      && (!v->edits.len || netstring_catb(out, v->edits.s, v->edits.len))
       && netstring_close(out, frame);
 }
 
@@ -112,4 +143,5 @@ void policy_verdict_free(struct policy_verdict *v)
   stralloc_free(&v->xcode);
   stralloc_free(&v->text);
   stralloc_free(&v->headers);
+  stralloc_free(&v->edits);
 }

@@ -1,6 +1,7 @@
 /* The policy wire format: how qmail-idcheck hands one checkID call to the
- * process that runs Python (qmail-idcheck-python, started per session, or
- * later a warm server) and gets the verdict back. Both sides speak only this.
+ * process that runs Python (qmail-idcheck-python, started per session, or a
+ * qmail-idcheckd worker) and gets the verdict back; the same reply frame
+ * carries the verdict on to qmail-idcheck-queue (queue_channel.h).
  *
  * Every message is one netstring frame whose contents are netstrings (fields).
  * An optional value is "-" (None) or "+" followed by its bytes. A list is one
@@ -18,6 +19,8 @@
  *   8  Body    optional               body bytes, at most IDCHECK_BODYMAX
  *   9  bodysize                       decimal: the full size of the body
  *  10  env     list of "NAME=value"   the connection's environment
+ *  11  hdrscut                        decimal: header fields of the message
+ *                                     left out of Hdrs (its size cap)
  * The callee calls checkID with the first nargs of IP, ID, H, S, R, Hdrs,
  * Body; strings are decoded as UTF-8 with surrogateescape, Body is bytes.
  *
@@ -28,6 +31,14 @@
  *   3  xcode (may be empty)
  *   4  text (for FAULT: a one-line reason; the traceback goes to the log)
  *   5  headers: list; each item is a netstring holding two: label, text
+ *   6  edits (optional; absent when there are none): list of changes to the
+ *      message's own header fields; each item is a netstring holding three:
+ *      where, name, label. From the policy process: where is the field's
+ *      index in Hdrs (decimal) and name is empty. From qmail-idcheck to the
+ *      wrapper: where is the field's offset in the message as qmail-smtpd
+ *      stores it (LF line ends, after its Received field) and name the
+ *      field's name as received, for the wrapper to check. label: the new
+ *      field name with its colon, or empty to remove the field.
  * Strings are encoded as UTF-8 with surrogateescape. The callee checks only
  * the shape (types); the proxy checks the meaning (policy_verdict_check). */
 #ifndef POLICY_WIRE_H
@@ -59,6 +70,8 @@ struct policy_verdict {
   stralloc text;
   stralloc headers;    /* the headers list field's contents, as on the wire */
   size_t nheaders;
+  stralloc edits;      /* the edits list field's contents (empty: none) */
+  size_t nedits;
 };
 
 /* Decode one reply frame's contents (the frame's payload): 1 ok, 0 malformed. */
@@ -71,5 +84,13 @@ void policy_verdict_free(struct policy_verdict *v);
 int wire_header_next(const struct policy_verdict *v, size_t *pos,
                      const char **label, size_t *llen,
                      const char **text, size_t *tlen);
+
+/* Walk the edits list: 1 next edit, 0 end, -1 malformed. */
+int wire_edit_next(const struct policy_verdict *v, size_t *pos,
+                   const char **where, size_t *wlen, const char **name, size_t *nlen,
+                   const char **label, size_t *llen);
+/* Appends one edit to an edits list's contents: 0 out of memory. */
+int wire_edit_cat(stralloc *edits, const char *where, size_t wlen, const char *name,
+                  size_t nlen, const char *label, size_t llen);
 
 #endif

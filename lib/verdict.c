@@ -33,6 +33,18 @@ static const char *headers_problem(const struct policy_verdict *v)
   return 0;
 }
 
+/* What is wrong with the edits' shape, or 0 (their places are checked by
+ * whoever knows the message). */
+static const char *edits_problem(const struct policy_verdict *v)
+{
+  size_t pos = 0, wl, nl, ll;
+  const char *w, *n, *l;
+  if (v->nedits > VERDICT_EDITS_MAX) return "too many header edits";
+  while (wire_edit_next(v, &pos, &w, &wl, &n, &nl, &l, &ll) == 1)
+    if (ll && !header_label_valid(l, ll)) return "invalid header label in an edit";
+  return 0;
+}
+
 int verdict_check(struct policy_verdict *v, stralloc *why)
 {
   /* only VERDICT_TEXT_MAX bytes ever reach the client: a longer text would
@@ -48,7 +60,7 @@ int verdict_check(struct policy_verdict *v, stralloc *why)
   else if (v->code && (v->code < 200 || v->code > 599)) reason = "reply code out of range";
   else if (!xcode_valid(v->xcode.s, v->xcode.len, v->code)) reason = "malformed enhanced status code";
   else if (v->nheaders > VERDICT_HEADERS_MAX) reason = "too many headers";
-  else reason = headers_problem(v);
+  else if (!(reason = headers_problem(v))) reason = edits_problem(v);
   if (!reason) return 1;
   return stralloc_copys(why, reason) ? 0 : -1;
 }
@@ -73,8 +85,8 @@ void verdict_reset(struct policy_verdict *v)
 {
   v->action = ACT_NONE;
   v->code = 0;
-  v->xcode.len = v->text.len = v->headers.len = 0;
-  v->nheaders = 0;
+  v->xcode.len = v->text.len = v->headers.len = v->edits.len = 0;
+  v->nheaders = v->nedits = 0;
 }
 
 int verdict_copy(struct policy_verdict *to, const struct policy_verdict *from)
@@ -82,6 +94,7 @@ int verdict_copy(struct policy_verdict *to, const struct policy_verdict *from)
   to->action = from->action;
   to->code = from->code;
   to->nheaders = from->nheaders;
+  to->nedits = from->nedits;
   return stralloc_copy(&to->xcode, &from->xcode) && stralloc_copy(&to->text, &from->text)
-      && stralloc_copy(&to->headers, &from->headers);
+      && stralloc_copy(&to->headers, &from->headers) && stralloc_copy(&to->edits, &from->edits);
 }

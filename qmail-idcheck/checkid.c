@@ -1,5 +1,7 @@
 #include "checkid.h"
 #include "deadline.h"
+#include "fmt.h"
+#include "scan.h"
 #include "netstring.h"
 #include "policy.h"
 #include "sanitize.h"
@@ -55,9 +57,10 @@ static int request_build(const struct checkid_call *c)
   const char *ip = settings.remote_ip;
   const struct message_collect *m = c->message;
   size_t frame, mark;
-  char size[24];
+  char size[24], cut[24];
   request.len = 0;
   snprintf(size, sizeof size, "%zu", m ? m->bodysize : 0);
+  snprintf(cut, sizeof cut, "%zu", m ? m->hdrscut : 0);
   if (!wire_request_begin(&request, &frame, c->nargs)
       || !wire_put_opt(&request, ip, ip ? strlen(ip) : 0, ip != 0)
       || !wire_put_opt(&request, session.id.s, session.id.len, session.have_id)
@@ -78,7 +81,48 @@ static int request_build(const struct checkid_call *c)
   mark = netstring_open(&request);
   for (char **e = environ; *e; ++e)
     if (!netstring_cats(&request, *e)) return 0;
-  return netstring_close(&request, mark) && wire_request_end(&request, frame);
+  return netstring_close(&request, mark) && netstring_cats(&request, cut)
+      && wire_request_end(&request, frame);
+}
+
+/* Field i of Hdrs, as it is in the request. */
+static int hdrs_item(const struct message_collect *m, size_t i, const char **f, size_t *flen)
+{
+  size_t pos = 0;
+  for (size_t k = 0; netstring_next(m->hdrs.s, m->hdrs.len, &pos, f, flen) == 1; ++k)
+    if (k == i) return 1;
+  return 0;
+}
+
+/* The policy names the fields it edits by their place in Hdrs; the queue
+ * wrapper finds them by their place in the stored message, and checks their
+ * name there. 1 ok, 0 a fault (why says it). */
+static int edits_place(const struct checkid_call *c, struct policy_verdict *v)
+{
+  static stralloc placed;
+  size_t pos = 0, wl, nl, ll, seen[VERDICT_EDITS_MAX];
+  const char *w, *n, *l, *why_not = 0;
+  if (!v->nedits) return 1;
+  placed.len = 0;
+  for (size_t k = 0; !why_not && wire_edit_next(v, &pos, &w, &wl, &n, &nl, &l, &ll) == 1; ++k) {
+    unsigned long i;
+    const char *f;
+    size_t flen;
+    const struct message_field *mf = 0;
+    if (!c->message) why_not = "header edits before the message was seen";
+    else if (!wl || wl > 9 || scan_ulong(w, &i) != wl || !(mf = message_collect_field(c->message, i))
+             || !hdrs_item(c->message, i, &f, &flen))
+      why_not = "a header edit names a field Hdrs does not have";
+    for (size_t j = 0; !why_not && j < k; ++j)
+      if (seen[j] == i) why_not = "two header edits of one field";
+    if (why_not) break;
+    seen[k] = i;
+    char at[FMT_ULONG];
+    if (!wire_edit_cat(&placed, at, fmt_ulong(at, mf->at), f, mf->namelen, l, ll)) die_nomem();
+  }
+  if (why_not) return stralloc_copys(&why, why_not) ? 0 : (die_nomem(), 0);
+  if (!stralloc_copy(&v->edits, &placed)) die_nomem();
+  return 1;
 }
 
 /* 1 with the verdict in v, 0 on a fault (why says it). */
@@ -92,7 +136,7 @@ static int call(const struct checkid_call *c, struct policy_verdict *v)
   }
   int r = verdict_check(v, &why);
   if (r < 0) die_nomem();
-  return r;
+  return r && edits_place(c, v);
 }
 
 enum outcome checkid_decide(const struct checkid_call *c, struct policy_verdict *verdict,

@@ -378,15 +378,52 @@ static const char *put_headers(stralloc *out, PyObject *h)
   return netstring_close(out, list) ? NULL : "out of memory";
 }
 
+/* The optional fourth element: changes to the message's own header fields,
+ * [{'field': i, 'rename': 'New-Name:'} or {'field': i, 'remove': True}, ...]
+ * as field 6 (lib/policy_wire.h); nothing when there are none. */
+static const char *put_edits(stralloc *out, PyObject *e)
+{
+  if (e == Py_None || is_empty_seq(e)) return NULL;
+  if (!PyTuple_Check(e) && !PyList_Check(e)) return MALFORMED "edits is not a list or None";
+  size_t list = netstring_open(out);
+  if (list == (size_t)-1) return "out of memory";
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(e); ++i) {
+    PyObject *d = PySequence_Fast_GET_ITEM(e, i);
+    PyObject *field = PyDict_Check(d) ? PyDict_GetItemString(d, "field") : NULL;
+    PyObject *rename = PyDict_Check(d) ? PyDict_GetItemString(d, "rename") : NULL;
+    PyObject *remove = PyDict_Check(d) ? PyDict_GetItemString(d, "remove") : NULL;
+    long n = field && PyLong_Check(field) && !PyBool_Check(field) ? PyLong_AsLong(field) : -1;
+    if (n == -1 && PyErr_Occurred()) PyErr_Clear();
+    if (n < 0 || (rename ? !PyUnicode_Check(rename) || remove : remove != Py_True)) {
+      snprintf(reason_buf, sizeof reason_buf, MALFORMED "edit %zd is not a dict with an int "
+               "'field' and either a str 'rename' or 'remove': True", i);
+      return reason_buf;
+    }
+    char num[24];
+    snprintf(num, sizeof num, "%ld", n);
+    Py_XINCREF(rename);
+    size_t item = netstring_open(out);
+    const char *why = item == (size_t)-1 || !netstring_cats(out, num) || !netstring_cats(out, "")
+                    ? "out of memory" : NULL;
+    if (!why) why = rename ? put_str(out, rename, "edit label") : netstring_cats(out, "") ? NULL : "out of memory";
+    if (!why && !netstring_close(out, item)) why = "out of memory";
+    Py_XDECREF(rename);
+    if (why) return why;
+  }
+  return netstring_close(out, list) ? NULL : "out of memory";
+}
+
 /* The policy's return value, shape only, as a reply frame. */
 static const char *reply_from_result(stralloc *out, PyObject *res)
 {
-  if (!(PyTuple_Check(res) || PyList_Check(res)) || PySequence_Fast_GET_SIZE(res) != 3)
-    return MALFORMED "expected (action, reply, headers)";
+  Py_ssize_t n = PyTuple_Check(res) || PyList_Check(res) ? PySequence_Fast_GET_SIZE(res) : 0;
+  if (n != 3 && n != 4)
+    return MALFORMED "expected (action, reply, headers) or (action, reply, headers, edits)";
   /* hold the items: a list's own slots are not ours to rely on */
   PyObject *action = Py_NewRef(PySequence_Fast_GET_ITEM(res, 0));
   PyObject *reply = Py_NewRef(PySequence_Fast_GET_ITEM(res, 1));
   PyObject *headers = Py_NewRef(PySequence_Fast_GET_ITEM(res, 2));
+  PyObject *edits = n == 4 ? Py_NewRef(PySequence_Fast_GET_ITEM(res, 3)) : Py_NewRef(Py_None);
   const char *why = NULL;
   size_t frame = netstring_open(out);
   if (frame == (size_t)-1 || !netstring_cats(out, WIRE_MAGIC)) why = "out of memory";
@@ -394,11 +431,13 @@ static const char *reply_from_result(stralloc *out, PyObject *res)
   if (!why) why = put_str(out, action, "action");
   if (!why) why = put_smtp_reply(out, reply);
   if (!why) why = put_headers(out, headers);
+  if (!why) why = put_edits(out, edits);
   if (!why && !netstring_close(out, frame)) why = "out of memory";
   if (!why && out->len - frame > WIRE_MAX_FRAME) why = MALFORMED "the reply is too large";
   Py_DECREF(action);
   Py_DECREF(reply);
   Py_DECREF(headers);
+  Py_DECREF(edits);
   return why;
 }
 

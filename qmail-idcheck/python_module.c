@@ -182,6 +182,7 @@ PyMODINIT_FUNC idcheck_module_init(void)
   if (!env
       || PyModule_AddObjectRef(m, "environ", env) < 0
       || PyModule_AddIntConstant(m, "bodysize", 0) < 0
+      || PyModule_AddIntConstant(m, "hdrscut", 0) < 0
       || PyModule_AddObjectRef(m, "stage", Py_None) < 0
       || PyModule_AddObjectRef(m, "LogWriter", (PyObject *)&LogWriter_Type) < 0
       || idcheck_dns_add_types(m) < 0) {
@@ -227,15 +228,21 @@ static int environ_fill(const struct wire_list *env)
   return 0;
 }
 
+static int int_attr_set(const char *name, unsigned long long value)
+{
+  PyObject *v = PyLong_FromUnsignedLongLong(value);
+  if (!v) return -1;
+  int r = PyObject_SetAttrString(module, name, v);
+  Py_DECREF(v);
+  return r;
+}
+
 int idcheck_module_refresh(const struct py_request *rq)
 {
   int s = rq->nargs == 4 ? 0 : rq->nargs == 5 ? 1 : 2;
   if (environ_fill(&rq->env) < 0) return -1;
-  PyObject *size = PyLong_FromUnsignedLongLong(rq->bodysize);
-  if (!size) return -1;
-  int r = PyObject_SetAttrString(module, "bodysize", size);
-  Py_DECREF(size);
-  if (r < 0) return -1;
+  if (int_attr_set("bodysize", rq->bodysize) < 0 || int_attr_set("hdrscut", rq->hdrscut) < 0)
+    return -1;
   return PyObject_SetAttrString(module, "stage", stage_names[s]);
 }
 

@@ -2,9 +2,10 @@
  *   idcheck.log(msg)   one line to the log, "qmail-idcheck: pid N policy: msg"
  *   idcheck.environ    dict: the connection's environment (str, surrogateescape)
  *   idcheck.bodysize   int: the full size of the body (Body may be cut)
+ *   idcheck.hdrscut    int: header fields of the message not in Hdrs (its cap)
  *   idcheck.stage      'mail', 'rcpt' or 'data'
  *   idcheck.dns(name, qtype, timeout)  DNS lookups (python_dns.h)
- * environ, bodysize and stage are refreshed before every call; environ stays
+ * environ, bodysize, hdrscut and stage are refreshed before every call; environ stays
  * the same dict object, so `from idcheck import environ` keeps working. */
 #ifndef PYTHON_MODULE_H
 #define PYTHON_MODULE_H

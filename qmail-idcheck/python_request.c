@@ -3,7 +3,7 @@
 #include "policy_wire.h"
 #include <string.h>
 
-#define REQUEST_FIELDS 11
+#define REQUEST_FIELDS 12
 
 static int opt_decode(const char *f, size_t len, struct wire_opt *o)
 {
@@ -64,7 +64,8 @@ int py_request_decode(const char *buf, size_t len, struct py_request *rq)
       && list_decode(f[7], fl[7], &rq->hdrs, 0)
       && opt_decode(f[8], fl[8], &rq->body)
       && size_decode(f[9], fl[9], &rq->bodysize)
-      && list_decode(f[10], fl[10], &rq->env, 1);
+      && list_decode(f[10], fl[10], &rq->env, 1)
+      && size_decode(f[11], fl[11], &rq->hdrscut);
 }
 
 int wire_list_next(const struct wire_list *l, size_t *pos,

@@ -22,6 +22,7 @@ struct py_request {
   struct wire_opt body;
   unsigned long long bodysize;
   struct wire_list env; /* items "NAME=value" */
+  unsigned long long hdrscut;   /* header fields left out of hdrs */
 };
 
 /* 1 ok, 0 malformed (wrong magic, field count, nargs, option or list syntax). */

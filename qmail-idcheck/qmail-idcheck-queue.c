@@ -9,8 +9,10 @@
 #include "log.h"
 #include "policy_wire.h"
 #include "queue_channel.h"
+#include "scan.h"
 #include "spawn_stdio.h"
 #include "stralloc.h"
+#include "verdict.h"
 #include "wait_deadline.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -99,6 +101,112 @@ static int spool_at(int from, int to, off_t offset, unsigned long long max)
     if (kept <= max && write_all_deadline(to, buf, (size_t)n, DEADLINE_NONE) < 0)
       _exit(QQ_WRITE_ERROR);
   }
+}
+
+/* ---- edits of the message's own header fields ---- */
+
+/* Copies len bytes at *from_off of in to out's current offset. */
+static void copy_range(int in, off_t *from_off, int out, size_t len)
+{
+  static char buf[65536];
+  while (len) {
+    ssize_t n = copy_file_range(in, from_off, out, 0, len, 0);
+    if (n <= 0) {
+      /* no kernel copy here: by hand */
+      size_t want = len < sizeof buf ? len : sizeof buf;
+      n = pread(in, buf, want, *from_off);
+      if (n <= 0 || write_all_deadline(out, buf, (size_t)n, DEADLINE_NONE) < 0) _exit(QQ_WRITE_ERROR);
+      *from_off += n;
+    }
+    len -= (size_t)n;
+  }
+}
+
+/* Where the field starting at `at` ends: after the LF of its last line (a
+ * line that starts with a space or tab continues it). -1: no whole field. */
+static off_t field_end(int fd, off_t at, off_t end)
+{
+  static char buf[65536];
+  int after_lf = 0;
+  while (at < end) {
+    ssize_t n = pread(fd, buf, sizeof buf, at);
+    if (n <= 0) return -1;
+    for (ssize_t i = 0; i < n; ++i) {
+      if (after_lf && buf[i] != ' ' && buf[i] != '\t') return at + i;
+      after_lf = buf[i] == '\n';
+    }
+    at += n;
+  }
+  return after_lf ? end : -1;
+}
+
+struct edit { off_t at; const char *name, *label; size_t nlen, llen; };
+
+/* The edits, their places checked: 1 ok, 0 not this message (a fault). */
+static int edits_read(const struct policy_verdict *v, int fd, off_t base, off_t end,
+                      struct edit *e)
+{
+  size_t pos = 0, wl, k = 0;
+  const char *w;
+  while (wire_edit_next(v, &pos, &w, &wl, &e[k].name, &e[k].nlen, &e[k].label, &e[k].llen) == 1) {
+    unsigned long at;
+    char here[256];
+    if (!wl || scan_ulong(w, &at) != wl || !e[k].nlen || e[k].nlen >= sizeof here) return 0;
+    e[k].at = base + (off_t)at;
+    /* the field is where qmail-idcheck saw it: its name and colon */
+    if (e[k].at + (off_t)e[k].nlen >= end
+        || pread(fd, here, e[k].nlen + 1, e[k].at) != (ssize_t)e[k].nlen + 1
+        || memcmp(here, e[k].name, e[k].nlen) || here[e[k].nlen] != ':')
+      return 0;
+    /* in order of place (the list is short) */
+    for (size_t j = k; j > 0 && e[j - 1].at > e[j].at; --j) {
+      struct edit t = e[j]; e[j] = e[j - 1]; e[j - 1] = t;
+    }
+    ++k;
+  }
+  for (size_t j = 1; j < k; ++j)
+    if (e[j].at == e[j - 1].at) return 0;
+  return 1;
+}
+
+/* Where the client's own header starts: after qmail-smtpd's Received field,
+ * the first of the spool. -1 when there is no such field. */
+static off_t client_start(int fd, off_t end)
+{
+  return field_end(fd, HEADROOM, end);
+}
+
+/* The message with the edits made, as a new spool laid out as the first
+ * (the message behind the HEADROOM hole). A rename keeps the field's body;
+ * a removal drops the whole field, folded lines too. */
+static int edits_apply(const struct policy_verdict *v, int fd)
+{
+  struct edit e[VERDICT_EDITS_MAX];
+  off_t end = lseek(fd, 0, SEEK_END), base = client_start(fd, end);
+  if (v->nedits > VERDICT_EDITS_MAX || base < 0 || !edits_read(v, fd, base, end, e)) {
+    warn("fault: the header edits do not fit the message", (char *)0);
+    leave(QQ_TEMP_REJECT);
+  }
+  int out = memfd("qmail-idcheck-edited");
+  off_t from = HEADROOM;
+  if (lseek(out, HEADROOM, SEEK_SET) < 0) _exit(QQ_WRITE_ERROR);
+  for (size_t k = 0; k < v->nedits; ++k) {
+    copy_range(fd, &from, out, (size_t)(e[k].at - from));
+    if (e[k].llen) {
+      size_t l = e[k].llen - (e[k].label[e[k].llen - 1] == ':');   /* its colon stays */
+      if (write_all_deadline(out, e[k].label, l, DEADLINE_NONE) < 0) _exit(QQ_WRITE_ERROR);
+      from += (off_t)e[k].nlen;
+    } else {
+      from = field_end(fd, e[k].at, end);
+      if (from < 0 || (k + 1 < v->nedits && from > e[k + 1].at)) {
+        warn("fault: the header edits do not fit the message", (char *)0);
+        leave(QQ_TEMP_REJECT);
+      }
+    }
+  }
+  copy_range(fd, &from, out, (size_t)(end - from));
+  close(fd);
+  return out;
 }
 
 /* header0 goes directly above qmail-smtpd's Received line, header1 above it:
@@ -217,6 +325,7 @@ int main(void)
     leave(QQ_PERM_REJECT);
   }
   verdict_carry_out(&v);
+  if (v.nedits) message = edits_apply(&v, message);
   headers_prepend(&v, message);
   const char *filter = getenv("IDCHECK_FILTER");
   if (v.action == ACT_FILTER && filter && *filter) {

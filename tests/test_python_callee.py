@@ -50,9 +50,10 @@ def opt(v):
 
 
 def request(nargs, ip=b'192.0.2.1', id=b'example.com', h=b'helo.example',
-            s=b'sender@example.com', r=(), hdrs=(), body=None, bodysize=0, env=()):
+            s=b'sender@example.com', r=(), hdrs=(), body=None, bodysize=0, env=(), hdrscut=0):
     fields = [b'checkID1', str(nargs).encode(), opt(ip), opt(id), opt(h), opt(s),
-              ns_list(r), ns_list(hdrs), opt(body), str(bodysize).encode(), ns_list(env)]
+              ns_list(r), ns_list(hdrs), opt(body), str(bodysize).encode(), ns_list(env),
+              str(hdrscut).encode()]
     return ns(ns_list(fields))
 
 
@@ -72,14 +73,20 @@ def ns_split(buf):
 
 
 def reply_decode(payload):
+    """(action, code, xcode, text, headers), and the edits as a sixth item
+    when the frame has them."""
     f = ns_split(payload)
-    assert len(f) == 6, f
+    assert len(f) in (6, 7), f
     assert f[0] == b'checkID1'
     headers = []
     for item in ns_split(f[5]):
         lt = ns_split(item)
         assert len(lt) == 2, lt
         headers.append(tuple(lt))
+    if len(f) == 7:
+        edits = [tuple(ns_split(item)) for item in ns_split(f[6])]
+        assert edits and all(len(e) == 3 for e in edits), edits
+        return (f[1], f[2], f[3], f[4], headers, edits)
     return (f[1], f[2], f[3], f[4], headers)
 
 
@@ -195,11 +202,11 @@ def test_reply_none_empty_and_xcode_none(spawn):
 
 
 MALFORMED = {
-    b'm-notuple': b'malformed return value: expected (action, reply, headers)',
-    b'm-none': b'malformed return value: expected (action, reply, headers)',
-    b'm-short': b'malformed return value: expected (action, reply, headers)',
-    b'm-long': b'malformed return value: expected (action, reply, headers)',
-    b'm-dict': b'malformed return value: expected (action, reply, headers)',
+    b'm-notuple': b'malformed return value: expected (action, reply, headers) or (action, reply, headers, edits)',
+    b'm-none': b'malformed return value: expected (action, reply, headers) or (action, reply, headers, edits)',
+    b'm-short': b'malformed return value: expected (action, reply, headers) or (action, reply, headers, edits)',
+    b'm-long': b'malformed return value: expected (action, reply, headers) or (action, reply, headers, edits)',
+    b'm-dict': b'malformed return value: expected (action, reply, headers) or (action, reply, headers, edits)',
     b'm-action-bytes': b'malformed return value: action is not a str',
     b'm-action-none': b'malformed return value: action is not a str',
     b'm-reply-str': b'malformed return value: reply is not None or (code, xcode, text)',
@@ -222,6 +229,13 @@ MALFORMED = {
     b'm-header-bytes':
         b"malformed return value: header 1 is not a dict with str 'label' and 'text'",
     b'm-surrogate': b'malformed return value: reply text cannot be encoded as UTF-8',
+    b'm-edits-int': b'malformed return value: edits is not a list or None',
+    b'm-edit-nofield': b"malformed return value: edit 0 is not a dict with an int 'field' and "
+                       b"either a str 'rename' or 'remove': True",
+    b'm-edit-both': b"malformed return value: edit 1 is not a dict with an int 'field' and "
+                    b"either a str 'rename' or 'remove': True",
+    b'm-edit-negative': b"malformed return value: edit 0 is not a dict with an int 'field' and "
+                        b"either a str 'rename' or 'remove': True",
 }
 
 
@@ -308,6 +322,20 @@ def test_large_body_frame(spawn):
     body = bytes(range(256)) * 8192   # 2 MiB, many reads
     assert c.call(7, id=b'bodylen', body=body, bodysize=5000000) == (
         b'ACCEPT', b'250', b'', b'2097152 5000000', [])
+    c.finish()
+
+
+def test_idcheck_hdrscut_and_edits(spawn):
+    """idcheck.hdrscut says how many header fields Hdrs lacks; a fourth
+    element, edits, travels as the frame's seventh field (the proxy checks
+    where they point), and an empty one is no field at all."""
+    c = spawn()
+    assert c.call(7, id=b'hdrscut', hdrscut=3)[3] == b'hdrscut=3'
+    assert c.call(7, id=b'hdrscut')[3] == b'hdrscut=0'
+    assert c.call(7, id=b'edits') == (
+        b'ACCEPT', b'', b'', b'', [],
+        [(b'2', b'', b'Original-Authentication-Results:'), (b'0', b'', b'')])
+    assert c.call(7, id=b'edits-none') == (b'ACCEPT', b'', b'', b'', [])
     c.finish()
 
 

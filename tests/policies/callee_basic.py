@@ -14,7 +14,12 @@ MALFORMED = {
     'm-notuple': lambda: 'ACCEPT',
     'm-none': lambda: None,
     'm-short': lambda: ('ACCEPT', None),
-    'm-long': lambda: ('ACCEPT', None, [], 1),
+    'm-long': lambda: ('ACCEPT', None, [], [], 1),
+    'm-edits-int': lambda: ('ACCEPT', None, [], 1),
+    'm-edit-nofield': lambda: ('ACCEPT', None, [], [{'rename': 'X:'}]),
+    'm-edit-both': lambda: ('ACCEPT', None, [], [{'field': 0, 'remove': True},
+                                                 {'field': 1, 'remove': True, 'rename': 'X:'}]),
+    'm-edit-negative': lambda: ('ACCEPT', None, [], [{'field': -1, 'remove': True}]),
     'm-dict': lambda: {'action': 'ACCEPT'},
     'm-action-bytes': lambda: (b'ACCEPT', None, []),
     'm-action-none': lambda: (None, None, []),
@@ -65,6 +70,13 @@ def checkID(*args):
     if ID == 'env':
         env = sorted(idcheck.environ.items())
         return ('ACCEPT', (250, '', repr((idcheck.stage, idcheck.bodysize, env))), [])
+    if ID == 'hdrscut':
+        return ('ACCEPT', (250, '', 'hdrscut=%d' % idcheck.hdrscut), [])
+    if ID == 'edits':
+        return ('ACCEPT', None, [], [{'field': 2, 'rename': 'Original-Authentication-Results:'},
+                                     {'field': 0, 'remove': True}])
+    if ID == 'edits-none':
+        return ('ACCEPT', None, [], [])
     if ID == 'bodylen':
         return ('ACCEPT', (250, '', '%d %d' % (len(args[6]), idcheck.bodysize)), [])
     if ID == 'import-env':

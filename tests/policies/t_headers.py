@@ -34,6 +34,19 @@ def _verdict(key, stage):
         return (key.upper(), None, [{'label': 'Authent:', 'text': '%s at %s' % (key, stage)}])
     if key == 'reject':
         return ('REJECT', (554, '5.7.1', 'refused at %s' % stage), [])
+    if key == 'edits':
+        # Hdrs: From, .X-Dot, Authentication-Results, X-Remove, Subject
+        return ('ACCEPT', None, [{'label': 'Authent:', 'text': 'edited at data'}],
+                [{'field': 2, 'rename': 'Original-Authentication-Results:'},
+                 {'field': 3, 'remove': True}])
+    if key == 'edits-mail':
+        return ('ACCEPT', None, [], [{'field': 0, 'remove': True}])
+    if key == 'edits-beyond':
+        return ('ACCEPT', None, [], [{'field': 99, 'remove': True}])
+    if key == 'edits-twice':
+        return ('ACCEPT', None, [], [{'field': 0, 'remove': True}, {'field': 0, 'rename': 'X:'}])
+    if key == 'edits-badlabel':
+        return ('ACCEPT', None, [], [{'field': 0, 'rename': 'Bad Label:'}])
     if key == 'longtext':
         # far more than a reply line or one datagram to the wrapper holds
         return ('REJECT', (550, '5.7.1', 'x' * 300000), [])
