@@ -317,8 +317,8 @@ class Connection:
 class Chain:
     """chain: 'idcheck' (tcpserver → [prefix] qmail-idcheck SMTPD) or 'bare'
     (tcpserver → [prefix] SMTPD). env: per-connection variables, set by
-    tcprules for 127.0.0.1. server_env: added to tcpserver's environment.
-    control: {file: text} written to home/control/. prefix: argv words put
+    tcprules for 127/8 (connect(source=) picks the client's address there).
+    server_env: added to tcpserver's environment. control: {file: text} written to home/control/. prefix: argv words put
     before the chain (words starting with build/ are taken from the variant's
     build directory)."""
 
@@ -385,7 +385,7 @@ class Chain:
             with open(self.path('home', 'control', name), 'a') as f:
                 f.write(text)
 
-        rule = '127.0.0.1:allow'
+        rule = '127.:allow'
         for var, value in self.env.items():
             if '\n' in value or ',' in var or '=' in var:
                 raise HarnessError('tcprules cannot carry %s=%r' % (var, value))
@@ -430,8 +430,10 @@ class Chain:
 
     # -- connections and sessions --
 
-    def connect(self):
-        sock = socket.create_connection(('127.0.0.1', self.port), timeout=READ_TIMEOUT)
+    def connect(self, source=None):
+        """A new session; source: the client's address (any 127/8 one)."""
+        sock = socket.create_connection(('127.0.0.1', self.port), timeout=READ_TIMEOUT,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         myport = sock.getsockname()[1]
         ok = re.compile(r'^tcpserver: ok (\d+) .*:%d$' % myport, re.M)
