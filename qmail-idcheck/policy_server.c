@@ -4,15 +4,18 @@
  * holds) and keeps the connection for its later calls; the frames are those
  * qmail-idcheck-python speaks (lib/policy_wire.h), one request, one reply.
  *
- * Every wait ends at the call's deadline. A server that is down, slow, or
- * whose worker dies mid-call is a fault like a dying policy process; the
- * connection is dropped and the next call connects afresh.
+ * Every wait ends at the call's deadline. A server that is slow, or whose
+ * worker dies mid-call, is a fault like a dying policy process; the
+ * connection is dropped and the next call connects afresh. A server that
+ * is down (the socket is missing, or nobody listens on it) is told apart:
+ * policy.c may run the call embedded instead (IDCHECK_FALLBACK).
  *
  * A connection the server closed while idle (restart, idle limit) shows as
  * EPIPE on the request's write; one it closed with the request unread
  * (stopping with queued connections, an idle connection closed as the
  * request arrived) shows as ECONNRESET on the reply's read. Either way the
- * server never saw the request, so that call reconnects once, at once. */
+ * server never saw the request, so that call reconnects once, at once (and
+ * a server found down then is SERVER_DOWN too). */
 #include "policy_transport.h"
 #include "policy_wire.h"
 #include <errno.h>
@@ -61,7 +64,8 @@ static int hello_send(deadline_t deadline, stralloc *why)
   return 0;
 }
 
-/* 1 connected, 0 a fault. */
+/* 1 connected, 0 a fault, SERVER_DOWN: nobody serves the socket (missing,
+ * or refused: a server stopped or killed), so nothing was sent. */
 static int conn_open(const char *path, deadline_t deadline, stralloc *why)
 {
   int r = 0;
@@ -103,6 +107,7 @@ static int conn_open(const char *path, deadline_t deadline, stralloc *why)
     if (e == EINTR) continue;
     if (e == EAGAIN) fault(why, "policy server busy (connect timed out):", path, 0);
     else fault(why, "cannot connect to the policy server", path, e);
+    if (e == ENOENT || e == ECONNREFUSED) r = SERVER_DOWN;
     break;
   }
   conn_close();

@@ -318,9 +318,9 @@ class Chain:
     """chain: 'idcheck' (tcpserver → [prefix] qmail-idcheck SMTPD) or 'bare'
     (tcpserver → [prefix] SMTPD). env: per-connection variables, set by
     tcprules for 127/8 (connect(source=) picks the client's address there).
-    server_env: added to tcpserver's environment. control: {file: text} written to home/control/. prefix: argv words put
-    before the chain (words starting with build/ are taken from the variant's
-    build directory)."""
+    server_env: added to tcpserver's environment. control: {file: text}
+    written to home/control/. prefix: argv words put before the chain (words
+    starting with build/ are taken from the variant's build directory)."""
 
     def __init__(self, chain='idcheck', variant='plain', env=None, server_env=None,
                  control=None, prefix=None):

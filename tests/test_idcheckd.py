@@ -257,26 +257,108 @@ def mail_reply(chain, sender='someone@example.com'):
     return line
 
 
+FALLBACK_LINE = re.compile(r'qmail-idcheck: pid \d+ policy server unreachable \(cannot connect to '
+                           r'the policy server \S+: (No such file or directory|Connection refused)\); '
+                           r'checkID runs embedded for this session\n')
+
+
+class DownChain(WarmChain):
+    """IDCHECK_SERVER names a socket nobody serves: 'missing' (no file, as a
+    stopped server leaves it) or 'refused' (a socket file nobody listens on,
+    as a killed server leaves it)."""
+
+    def __init__(self, *args, down='missing', **kw):
+        kw['start_server'] = False
+        super().__init__(*args, **kw)
+        if down == 'refused':
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(self.server_env['IDCHECK_SERVER'])
+            s.close()
+
+
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_server_down_is_tempfail(variant):
-    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'},
-                   start_server=False) as chain:
+@pytest.mark.parametrize('down', ['missing', 'refused'])
+@pytest.mark.parametrize('policy', ['t_basic', 't_headers'])
+def test_server_down_falls_back_to_embedded(variant, down, policy):
+    """IDCHECK_FALLBACK's default: a server that cannot be reached is
+    replaced by the session's own qmail-idcheck-python, with the same
+    replies and the same stored bytes (the policy's headers) as embedded."""
+    embedded = run_cases(harness.Chain, variant, policy)
+    logs = []
+
+    class Down(DownChain):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, down=down, **kw)
+
+        def stop(self, check=True):
+            logs.append(self.log())
+            super().stop(check)
+
+    fallback = run_cases(Down, variant, policy)
+    assert fallback[0] == embedded[0]
+    assert fallback[1] == embedded[1]
+    assert embedded[1], 'the cases store some messages'
+    # one line per session that called checkID, none of them a fault
+    assert len(FALLBACK_LINE.findall(logs[0])) == len(CASES[policy])
+    assert ('Connection refused' if down == 'refused' else 'No such file') in logs[0]
+    assert 'FAULT 451 4.3.0 cannot connect' not in logs[0]
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('value', ['none', 'off'])
+def test_server_down_is_tempfail(variant, value):
+    """IDCHECK_FALLBACK=none: the old behaviour, a fault. A value it does
+    not know counts as none, and says so."""
+    with DownChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
+                                            'IDCHECK_FALLBACK': value}) as chain:
         t0 = time.monotonic()
         assert mail_reply(chain) == (TEMPFAIL + '\r\n').encode()
         assert time.monotonic() - t0 < 3
         chain.wait_sessions()
-        assert 'mail FAULT 451 4.3.0 cannot connect to the policy server' in chain.log()
+        log = chain.log()
+        assert 'mail FAULT 451 4.3.0 cannot connect to the policy server' in log
+        assert 'embedded' not in log
+        assert ('IDCHECK_FALLBACK=off unknown, taken as none' in log) == (value == 'off')
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_server_down_onerror_accept(variant):
-    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
-                                            'IDCHECK_ONERROR': 'accept'},
-                   start_server=False) as chain:
+    with DownChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
+                                            'IDCHECK_FALLBACK': 'none',
+                                            'IDCHECK_ONERROR': 'accept'}) as chain:
         line = mail_reply(chain)
         assert line.startswith(b'250 '), line
         chain.wait_sessions()
         assert 'mail FAULT-ACCEPT cannot connect to the policy server' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_server_stopped_mid_session_falls_back(variant):
+    """The session's kept connection dies with the server and no new one
+    comes up: the next call runs embedded, and so does the rest of the
+    session, even after the server is back."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
+        c = chain.connect()
+        c.expect('220 standin.example ESMTP')
+        c.send('HELO client.example')
+        c.expect('250 standin.example')
+        c.send('MAIL FROM:<a@example.com>')
+        c.expect('250 2.1.0 mail ok: IP=127.0.0.1 ID=None H=client.example S=a@example.com')
+        assert chain.server.stop() == 0
+        c.send('RCPT TO:<b@example.org>')
+        c.expect('250 2.1.0 rcpt ok: R=b@example.org')
+        # a server with another policy (t_faults answers "250 fine") is back
+        chain.server = Server(variant, chain.logfile, {'IDCHECK_MODULE': 't_faults'},
+                              sockdir=chain.sockdir).start()
+        c.send('RCPT TO:<c@example.org>')
+        c.expect('250 2.1.0 rcpt ok: R=b@example.org,c@example.org')
+        c.send('QUIT')
+        c.expect('221 standin.example')
+        assert mail_reply(chain) == b'250 fine\r\n'   # a new session: the server
+        chain.wait_sessions()
+        log = chain.log()
+        assert len(FALLBACK_LINE.findall(log)) == 1
+        assert ' FAULT' not in log
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -327,6 +409,7 @@ def test_slow_worker_times_out_and_is_replaced(variant):
         assert mail_reply(chain, 'fine@example.com') == b'250 fine\r\n'
         chain.wait_sessions()
         assert 'mail FAULT 451 4.3.0 checkID call timed out' in chain.log()
+        assert 'embedded' not in chain.log()      # a live server: no fallback
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
