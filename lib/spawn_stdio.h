@@ -7,5 +7,8 @@
 /* 0 with *pid set, or an errno value (the exec's own failure included).
  * search: look path up on PATH as execvp does. */
 int spawn_stdio(pid_t *pid, const char *path, char *const argv[], int fd0, int fd1, int search);
+/* The same, with one more inherited descriptor closed in the child (-1: none). */
+int spawn_stdio_closing(pid_t *pid, const char *path, char *const argv[], int fd0, int fd1,
+                        int search, int close_fd);
 
 #endif

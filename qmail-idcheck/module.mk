@@ -8,10 +8,11 @@ CFLAGS_qmail_idcheck_ = -DIDCHECK_BINDIR='"$(BINDIR)"' -DIDCHECK_PYDIR='"$(PYDIR
 
 # The proxy: never linked with libpython (a session that never reaches MAIL
 # never maps it); checkID calls go to a process or a server (policy.c).
-IDCHECK_PROXY_SRCS := qmail-idcheck/qmail-idcheck.c qmail-idcheck/stream.c \
-  qmail-idcheck/policy.c qmail-idcheck/policy_process.c qmail-idcheck/policy_server.c \
-  qmail-idcheck/message_collect.c
+IDCHECK_PROXY_SRCS := $(addprefix qmail-idcheck/,qmail-idcheck.c settings.c session.c \
+  session_end.c client.c prog.c stream.c commands.c ehlo_rewrite.c data.c data_scan.c \
+  message_collect.c checkid.c queue_channel.c policy.c policy_process.c policy_server.c)
 IDCHECK_PROXY_OBJS := $(IDCHECK_PROXY_SRCS:%.c=$(BUILD)/obj/%.o)
+IDCHECK_QUEUE_OBJS := $(addprefix $(BUILD)/obj/qmail-idcheck/,qmail-idcheck-queue.o queue_channel.o)
 
 # The embedding (python_*.c): py_start/py_serve and the idcheck module, shared
 # by the per-session callee and the warm server's workers.
@@ -28,7 +29,7 @@ STATIC ?= $(if $(SAN),,-static)
 $(BUILD)/qmail-idcheck: $(IDCHECK_PROXY_OBJS) $(LIBIDCHECK)
 	$(CC) $(ALL_LDFLAGS) $(STATIC) -o $@ $^ $(OWFAT)
 
-$(BUILD)/qmail-idcheck-queue: $(BUILD)/obj/qmail-idcheck/qmail-idcheck-queue.o $(LIBIDCHECK)
+$(BUILD)/qmail-idcheck-queue: $(IDCHECK_QUEUE_OBJS) $(LIBIDCHECK)
 	$(CC) $(ALL_LDFLAGS) $(STATIC) -o $@ $^ $(OWFAT)
 
 $(sort $(IDCHECK_PY_OBJS) $(IDCHECKD_OBJS)): ALL_CFLAGS += $(PY_INCLUDES)

@@ -2,6 +2,7 @@
  * about a minute for a silent server; here every lookup has its own
  * deadline, and the interpreter lock is released while it waits. */
 #include "python_dns.h"
+#include "dns_answer.h"
 #include "dns_seed.h"
 #include "dns.h"
 #include "iopause.h"
@@ -15,7 +16,9 @@
 #include <string.h>
 
 #define TIMEOUT_MAX 300.0       /* seconds; a longer wait is a policy bug */
-#define NAME_MAX_LEN 1000       /* before dns_domain_fromdot's own checks */
+#define NAME_TEXT_MAX 253       /* characters: 255 bytes on the wire */
+#define LABEL_MAX 63
+#define ALIASES_MAX 10          /* CNAMEs followed per lookup, as pyspf's MAX_CNAME */
 
 static PyObject *dns_error;     /* idcheck.DNSError */
 static PyObject *dns_timeout;   /* idcheck.DNSTimeout */
@@ -91,14 +94,21 @@ static PyObject *malformed(void)
   return NULL;
 }
 
-/* A domain name at pos in the packet as a str ("." for the root). */
+/* A domain name at pos in the packet as a str: the bytes of each label as
+ * they are, joined by '.' ("." for the root), the form idcheck.dns takes
+ * back. No escapes (dns_domain_todot_cat writes "\\072" for ':', which no
+ * caller would look up again); bytes that are not UTF-8 become surrogates. */
 static PyObject *name_at(const char *buf, unsigned int len, unsigned int pos)
 {
   char *dn = 0;
   stralloc sa = {0};
   PyObject *s = NULL;
+  int ok;
   if (!dns_packet_getname(buf, len, pos, &dn)) return malformed();
-  if (!dns_domain_todot_cat(&sa, dn)) PyErr_NoMemory();
+  ok = *dn ? 1 : stralloc_copys(&sa, ".");
+  for (const char *label = dn; ok && *label; label += 1 + (unsigned char)*label)
+    ok = (!sa.len || stralloc_append(&sa, ".")) && stralloc_catb(&sa, label + 1, (unsigned char)*label);
+  if (!ok) PyErr_NoMemory();
   else s = PyUnicode_DecodeUTF8(sa.s, (Py_ssize_t)sa.len, "surrogateescape");
   free(dn);
   stralloc_free(&sa);
@@ -146,64 +156,126 @@ static PyObject *record_value(const char *qtype, const char *buf, unsigned int l
   return t;
 }
 
-/* The answer section's records of qtype, class IN. */
-static PyObject *answers(const char *qtype, const char *buf, unsigned int len)
+/* Adds to list the records of qtype (class IN) that name owns in the
+ * answer, and sets *target (malloc'ed) to the first alias target (CNAME)
+ * name owns, if any and not set. Records of other names are not name's and
+ * are left alone. 1, or 0 with an error set. */
+static int owned_records(const char *qtype, const char *buf, unsigned int len,
+                         const char *name, PyObject *list, char **target)
 {
-  char header[12];
-  unsigned int pos = dns_packet_copy(buf, len, 0, header, 12);
-  if (!pos) return malformed();
-  unsigned int count = u16(header + 6);
-  pos = dns_packet_skipname(buf, len, pos);
-  if (!pos) return malformed();
-  pos += 4;
-  if (pos > len) return malformed();
-  PyObject *list = PyList_New(0);
-  if (!list) return NULL;
-  while (count--) {
-    pos = dns_packet_skipname(buf, len, pos);
-    if (!pos) goto bad;
-    pos = dns_packet_copy(buf, len, pos, header, 10);
-    if (!pos) goto bad;
-    unsigned int datalen = u16(header + 8);
-    if (datalen > len - pos) goto bad;
-    if (!memcmp(header, qtype, 2) && !memcmp(header + 2, DNS_C_IN, 2)) {
-      PyObject *v = record_value(qtype, buf, len, pos, datalen);
-      if (!v) goto fail;
-      int r = PyList_Append(list, v);
+  struct dns_answer a;
+  struct dns_record r;
+  int k;
+  if (!dns_answer_start(&a, buf, len)) goto bad;
+  while ((k = dns_answer_next(&a, &r)) == 1) {
+    char *owner = 0;
+    int wanted = !memcmp(r.type, qtype, 2), alias = !memcmp(r.type, DNS_T_CNAME, 2);
+    if (memcmp(r.rclass, DNS_C_IN, 2) || (!wanted && !alias)) continue;
+    if (!dns_packet_getname(buf, len, r.owner, &owner)) goto bad;
+    int mine = dns_domain_equal(owner, name);
+    free(owner);
+    if (!mine) continue;
+    if (wanted) {
+      PyObject *v = record_value(qtype, buf, len, r.data, r.datalen);
+      if (!v) return 0;
+      int added = PyList_Append(list, v);
       Py_DECREF(v);
-      if (r < 0) goto fail;
-    }
-    pos += datalen;
+      if (added < 0) return 0;
+    } else if (!*target && !dns_packet_getname(buf, len, r.data, target))
+      goto bad;
   }
-  return list;
+  if (k == 0) return 1;
 bad:
   malformed();
-fail:
-  Py_DECREF(list);
-  return NULL;
+  return 0;
+}
+
+/* The records of qtype that *name owns in the answer, following the aliases
+ * the answer holds from *name on, as a resolver library does: a new list,
+ * or NULL with an error set.
+ *
+ * A recursive resolver (dnscache) answers with the whole chain; an
+ * authoritative server (tinydns) with the first CNAME alone. So when a
+ * NOERROR answer ends at an alias whose target has nothing here, *name
+ * becomes that target and *again is set: the caller asks for it. *aliases
+ * counts the CNAMEs followed over the whole lookup: past ALIASES_MAX (a
+ * loop ends there) the result is NULL with no error set. */
+static PyObject *answers(const char *qtype, const char *buf, unsigned int len,
+                         char **name, unsigned int *aliases, int *again)
+{
+  int followed = 0;
+  *again = 0;
+  for (;;) {
+    char *target = 0;
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    if (!owned_records(qtype, buf, len, *name, list, &target)) {
+      free(target);
+      Py_DECREF(list);
+      return NULL;
+    }
+    if (PyList_GET_SIZE(list) || !target) {
+      free(target);
+      unsigned int rcode = (unsigned char)buf[3] & 15;    /* a header is there */
+      if (!PyList_GET_SIZE(list) && followed && rcode == 0) *again = 1;
+      return list;
+    }
+    Py_DECREF(list);
+    if (++*aliases > ALIASES_MAX) {
+      free(target);
+      return NULL;
+    }
+    free(*name);
+    *name = target;
+    followed = 1;
+  }
 }
 
 /* ---- idcheck.dns ---- */
 
-/* The name as bytes DNS can carry: printable ASCII, no backslash (which
- * dns_domain_fromdot would read as an escape). 0 with ValueError set. */
-static int name_check(const char *s, Py_ssize_t len)
+/* The name in the wire form (length-prefixed labels), malloc'ed. Between
+ * the dots are each label's bytes as they are: DNS carries any byte, and
+ * SPF's macros put spaces in names on purpose; a backslash is a byte, not
+ * an escape (dns_domain_fromdot would read one). One trailing dot is
+ * allowed; "." is the root. Refused with ValueError, as DNS cannot carry
+ * them: an empty name or label, a label over 63 bytes, a name over 255
+ * bytes on the wire. */
+static char *name_to_wire(const char *s, Py_ssize_t len)
 {
-  if (len <= 0 || len > NAME_MAX_LEN) goto bad;
-  for (Py_ssize_t i = 0; i < len; ++i) {
-    unsigned char c = (unsigned char)s[i];
-    if (c <= 32 || c >= 127 || c == '\\') goto bad;
+  char *dn;
+  Py_ssize_t out = 0, start = 0;
+  if (len == 1 && s[0] == '.') --len;                 /* the root */
+  else if (len > 1 && s[len - 1] == '.') --len;
+  else if (len <= 0) goto bad;
+  if (len > NAME_TEXT_MAX) goto bad;
+  dn = malloc((size_t)len + 2);
+  if (!dn) {
+    PyErr_NoMemory();
+    return NULL;
   }
-  return 1;
+  for (Py_ssize_t i = 0; len && i <= len; ++i) {
+    if (i < len && s[i] != '.') continue;
+    Py_ssize_t n = i - start;
+    if (n < 1 || n > LABEL_MAX) {
+      free(dn);
+      goto bad;
+    }
+    dn[out++] = (char)n;
+    memcpy(dn + out, s + start, (size_t)n);
+    out += n;
+    start = i + 1;
+  }
+  dn[out] = 0;
+  return dn;
 bad:
   PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
-  return 0;
+  return NULL;
 }
 
 PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
 {
   static char *kwlist[] = { "name", "qtype", "timeout", NULL };
-  PyObject *nameobj, *bytes = NULL, *result = NULL;
+  PyObject *nameobj, *bytes = NULL, *shown = NULL, *result = NULL;
   const char *qtname = "A", *qtype = NULL;
   double timeout = 5.0;
   char servers[256];
@@ -224,8 +296,12 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
   }
   if (timeout > TIMEOUT_MAX) timeout = TIMEOUT_MAX;
 
+  /* A str goes out as UTF-8, surrogates back to the bytes they stand for:
+   * the client's own bytes for a name made of what it sent (texts from the
+   * client reach Python with surrogateescape), the form name_at returns.
+   * Turning a U-label into an A-label (IDNA) is the caller's choice. */
   if (PyUnicode_Check(nameobj)) {
-    bytes = PyUnicode_AsEncodedString(nameobj, "ascii", "strict");
+    bytes = PyUnicode_AsEncodedString(nameobj, "utf-8", "surrogateescape");
     if (!bytes) {
       PyErr_Clear();
       PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
@@ -238,12 +314,11 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
                  Py_TYPE(nameobj)->tp_name);
     return NULL;
   }
-  if (!name_check(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes))) goto out;
-  if (!dns_domain_fromdot(&dn, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes))
-      || dns_domain_length(dn) > 255) {
-    PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
-    goto out;
-  }
+  dn = name_to_wire(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+  if (!dn) goto out;
+  /* for the messages: any byte may be in the name now */
+  shown = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes), "backslashreplace");
+  if (!shown) goto out;
   if (!dns_seed()) {
     PyErr_SetString(dns_error, "no random bytes for the query id");
     goto out;
@@ -253,28 +328,36 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
     goto out;
   }
 
-  struct dns_transmit tx;
-  enum outcome oc;
-  memset(&tx, 0, sizeof tx);
   int64_t ms = (int64_t)(timeout * 1000.0 + 0.5);
   deadline_t deadline = deadline_in(ms > 0 ? ms : 1);
-  Py_BEGIN_ALLOW_THREADS
-  if (dns_transmit_start(&tx, servers, 1, dn, qtype, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0") == -1)
-    oc = DNS_FAILED;
-  else
-    oc = transmit_wait(&tx, deadline);
-  Py_END_ALLOW_THREADS
+  unsigned int aliases = 0;
+  int again;
+  do {     /* once, and once more per alias an answer ends at (answers()) */
+    struct dns_transmit tx;
+    enum outcome oc;
+    memset(&tx, 0, sizeof tx);
+    again = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (dns_transmit_start(&tx, servers, 1, dn, qtype, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0") == -1)
+      oc = DNS_FAILED;
+    else
+      oc = transmit_wait(&tx, deadline);
+    Py_END_ALLOW_THREADS
 
-  if (oc == DNS_ANSWERED)
-    result = answers(qtype, tx.packet, tx.packetlen);
-  else if (oc == DNS_TIMEDOUT)
-    PyErr_Format(dns_timeout, "no answer for %s %s within %lld ms",
-                 PyBytes_AS_STRING(bytes), qtname, (long long)ms);
-  else
-    PyErr_Format(dns_error, "lookup of %s %s failed", PyBytes_AS_STRING(bytes), qtname);
-  dns_transmit_free(&tx);
+    if (oc == DNS_ANSWERED) {
+      result = answers(qtype, tx.packet, tx.packetlen, &dn, &aliases, &again);
+      if (again) Py_CLEAR(result);
+      else if (!result && !PyErr_Occurred())
+        PyErr_Format(dns_error, "lookup of %U %s: more than %d aliases", shown, qtname, ALIASES_MAX);
+    } else if (oc == DNS_TIMEDOUT)
+      PyErr_Format(dns_timeout, "no answer for %U %s within %lld ms", shown, qtname, (long long)ms);
+    else
+      PyErr_Format(dns_error, "lookup of %U %s failed", shown, qtname);
+    dns_transmit_free(&tx);
+  } while (again);
 out:
   free(dn);
   Py_XDECREF(bytes);
+  Py_XDECREF(shown);
   return result;
 }

@@ -1,4 +1,5 @@
 #include "rbl_lookup.h"
+#include "dns_answer.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +41,29 @@ static void sort_ip4(stralloc *sa)
     }
 }
 
+/* libowfat's parsers take a record that runs past the packet end, or an A
+ * record that is not 4 bytes, for "no addresses": under -c that would let
+ * a broken or hostile server open the door. Such an answer is a failure. */
+static int well_formed(const char *buf, unsigned int len)
+{
+  struct dns_answer a;
+  struct dns_record r;
+  int k;
+  if (!dns_answer_start(&a, buf, len)) return 0;
+  while ((k = dns_answer_next(&a, &r)) == 1) {
+    if (memcmp(r.rclass, DNS_C_IN, 2)) continue;
+    if (!memcmp(r.type, DNS_T_A, 2) && r.datalen != 4) return 0;
+    if (!memcmp(r.type, DNS_T_TXT, 2) && !dns_txt_rdata_ok(buf + r.data, r.datalen)) return 0;
+  }
+  return k == 0;
+}
+
 static void answered(struct rbl_query *q)
 {
   int r;
-  if (!memcmp(q->qtype, DNS_T_TXT, 2))
+  if (!well_formed(q->tx.packet, q->tx.packetlen))
+    r = -1;
+  else if (!memcmp(q->qtype, DNS_T_TXT, 2))
     r = dns_txt_packet(&q->result, q->tx.packet, q->tx.packetlen);
   else {
     r = dns_ip4_packet(&q->result, q->tx.packet, q->tx.packetlen);

@@ -1,6 +1,6 @@
 """DNS for the test suite: Debian's tinydns on a loopback address, serving
-the zone data in tests/dns/data and tests/dns/*.data, plus two misbehaving
-servers.
+the zone data in tests/dns/data and tests/dns/*.data, dnscache resolving
+through it, plus two misbehaving servers.
 
 Each server listens on port 53 of its own address in one loopback /24
 (127.53.0.0/24 unless taken; see DnsFixture.start):
@@ -9,7 +9,12 @@ Each server listens on port 53 of its own address in one loopback /24
     .2  a black hole: reads queries, never answers    fixture.blackhole_ip
     .3  a forwarder to .1 that answers names under
         slow.test after SLOW_MS milliseconds          fixture.slow_ip
-    .4+ more forwarders with their own delays         fixture.forwarder(...)
+    .4  dnscache, asking .1 for every zone in the
+        data: a recursive resolver's answers (a
+        CNAME chain followed within one answer)       fixture.cache_ip
+    .5+ more forwarders with their own delays         fixture.forwarder(...)
+    .250 down: PacketServer, a thread in the test, for answers tinydns
+        cannot send (malformed ones)
 
 Programs find a server through DNSCACHEIP (djbdns, libowfat), so a test
 picks its server with env={'DNSCACHEIP': fixture.ip}.
@@ -28,7 +33,8 @@ logs are kept in DIR, and `start` prints sh assignments:
     DNSCACHEIP=$DNS_IP some-program ...
     /usr/bin/python3 tests/dnsfixture.py stop /tmp/dns
 
-tinydns needs root to bind port 53 and to chroot; it runs as nobody.
+tinydns and dnscache need root to bind port 53 and to chroot; they run as
+nobody.
 """
 import json
 import os
@@ -47,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, 'dns', 'data')
 TINYDNS = '/usr/sbin/tinydns'
 TINYDNS_DATA = '/usr/sbin/tinydns-data'
+DNSCACHE = '/usr/sbin/dnscache'
 PYTHON = '/usr/bin/python3'
 
 DEFAULT_NET = '127.53.0'      # override with IDCHECK_DNS_NET=127.53.7
@@ -117,6 +124,16 @@ def question_name(pkt):
         return None
 
 
+def question_type(pkt):
+    """The type asked in a query packet ('A', 'TXT', ...), or None."""
+    try:
+        _, pos = _read_name(pkt, 12)
+        code = struct.unpack('>H', pkt[pos:pos + 2])[0]
+    except (ValueError, IndexError, struct.error):
+        return None
+    return {v: k for k, v in QTYPES.items()}.get(code)
+
+
 def parse_response(pkt):
     """{'id', 'rcode', 'answers': [(name, type, value)]}: A as dotted quad,
     TXT as the joined bytes of its strings, other types as raw bytes."""
@@ -168,6 +185,81 @@ def query(server, name, qtype='A', timeout=2.0):
                 return resp
     finally:
         s.close()
+
+
+def reply(query_pkt, records=(), rcode=0, count=None):
+    """A response to query_pkt (its id and question copied) whose answer
+    section is the records as given (bytes, see record()); count, when set,
+    is the answer count the header claims."""
+    qid = struct.unpack('>H', query_pkt[:2])[0]
+    end = 12
+    while query_pkt[end]:
+        end += 1 + query_pkt[end]
+    question = query_pkt[12:end + 5]
+    return (struct.pack('>HHHHHH', qid, 0x8180 | rcode, 1,
+                        len(records) if count is None else count, 0, 0)
+            + question + b''.join(records))
+
+
+def record(qtype, rdata, rdlength=None, ttl=60):
+    """One answer record for the question's name (a pointer to offset 12);
+    rdlength, when set, is the RDLENGTH claimed instead of len(rdata)."""
+    code = QTYPES.get(qtype, qtype)
+    return (struct.pack('>HHHIH', 0xc00c, code, 1, ttl,
+                        len(rdata) if rdlength is None else rdlength) + rdata)
+
+
+class PacketServer:
+    """A DNS peer that tinydns cannot be: it answers each UDP query to port
+    53 of a free address in the fixture's /24 with respond(packet) (bytes,
+    or None to stay silent), from a thread. For malformed and failure
+    answers only; every real answer comes from tinydns.
+
+        with PacketServer(dns, lambda q: reply(q, rcode=2)) as srv:
+            ... DNSCACHEIP=srv.ip ..."""
+
+    def __init__(self, fixture, respond):
+        import threading
+        self.respond = respond
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for host in range(250, 200, -1):
+            try:
+                self.sock.bind(('%s.%d' % (fixture.net, host), 53))
+                self.ip = '%s.%d' % (fixture.net, host)
+                break
+            except OSError:
+                continue
+        else:
+            self.sock.close()
+            raise FixtureError('no free address in %s.0/24 for a packet server' % fixture.net)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                pkt, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            out = self.respond(pkt)
+            if out is not None:
+                self.sock.sendto(out, peer)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(2)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 # ---------------------------------------------------------------- servers
@@ -272,8 +364,8 @@ class DnsFixture:
         self.slow_ms = slow_ms
         self.data = data
         self.procs = {}       # name -> Popen (or pid, when loaded from DIR)
-        self.ip = self.blackhole_ip = self.slow_ip = None
-        self._next_host = 4
+        self.ip = self.blackhole_ip = self.slow_ip = self.cache_ip = None
+        self._next_host = 5
         self.nonce = None
 
     # -- addresses
@@ -290,9 +382,10 @@ class DnsFixture:
     def start(self):
         if os.geteuid() != 0:
             raise FixtureError('the DNS fixture needs root (port 53, tinydns chroot)')
-        for tool in (TINYDNS, TINYDNS_DATA):
+        for tool, package in ((TINYDNS, 'tinydns'), (TINYDNS_DATA, 'tinydns'),
+                              (DNSCACHE, 'dnscache')):
             if not os.access(tool, os.X_OK):
-                raise FixtureError('%s is missing: apt-get install tinydns' % tool)
+                raise FixtureError('%s is missing: apt-get install %s' % (tool, package))
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix='dnsfixture.')
         os.makedirs(self.workdir, exist_ok=True)
@@ -301,7 +394,9 @@ class DnsFixture:
             self.ip = self.net + '.1'
             self.blackhole_ip = self.net + '.2'
             self.slow_ip = self.net + '.3'
+            self.cache_ip = self.net + '.4'
             self._start_tinydns()
+            self._start_dnscache()
             self._spawn('blackhole', ['serve-blackhole', self.blackhole_ip])
             self.forwarder('%s=%d' % (SLOW_SUFFIX, self.slow_ms), ip=self.slow_ip,
                            name='slow')
@@ -319,6 +414,9 @@ class DnsFixture:
         for path in data_files(self.data):
             with open(path) as f:
                 text += f.read().rstrip('\n') + '\n'
+        self.zones = sorted({line[1:].split(':')[0].lower().rstrip('.')
+                             for line in text.split('\n') if line[:1] in ('.', 'Z')}
+                            | {'fixture.test'})
         with open(os.path.join(root, 'data'), 'w') as f:
             f.write(text)
             f.write("\n# added by dnsfixture.py: proves the server is ours\n")
@@ -343,6 +441,37 @@ class DnsFixture:
                 return
         raise FixtureError('tinydns on %s did not come up; see %s/tinydns.log'
                            % (self.ip, self.workdir))
+
+    def _start_dnscache(self):
+        """dnscache with tinydns as the server of each zone in the data (its
+        servers/ directory), answering clients on 127/8."""
+        root = os.path.join(self.workdir, 'cache')
+        for sub in ('servers', 'ip'):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        for zone in self.zones + ['@']:
+            with open(os.path.join(root, 'servers', zone), 'w') as f:
+                f.write(self.ip + '\n')
+        open(os.path.join(root, 'ip', '127'), 'w').close()
+        uid, gid = _nobody()
+        env = {'ROOT': root, 'IP': self.cache_ip, 'IPSEND': self.cache_ip,
+               'CACHESIZE': '1000000', 'UID': str(uid), 'GID': str(gid),
+               'PATH': '/usr/sbin:/usr/bin:/sbin:/bin'}
+        log = open(os.path.join(self.workdir, 'dnscache.log'), 'ab')
+        self.procs['dnscache'] = p = subprocess.Popen(
+            [DNSCACHE], env=env, stdin=subprocess.PIPE, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+        p.stdin.write(os.urandom(128))     # its seed for query ids and ports
+        p.stdin.close()
+        end = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                break
+            resp = query(self.cache_ip, 'nonce.fixture.test', 'TXT', timeout=0.2)
+            if resp and resp['answers'] and resp['answers'][0][2] == self.nonce.encode():
+                return
+        raise FixtureError('dnscache on %s did not come up; see %s/dnscache.log'
+                           % (self.cache_ip, self.workdir))
 
     def _spawn(self, name, args):
         log = open(os.path.join(self.workdir, name + '.log'), 'ab')
@@ -405,7 +534,7 @@ class DnsFixture:
     # -- the shell API keeps the state in DIR/fixture.json
     def save(self):
         state = {'net': self.net, 'ip': self.ip, 'blackhole_ip': self.blackhole_ip,
-                 'slow_ip': self.slow_ip, 'slow_ms': self.slow_ms,
+                 'slow_ip': self.slow_ip, 'cache_ip': self.cache_ip, 'slow_ms': self.slow_ms,
                  'pids': {n: (p if isinstance(p, int) else p.pid)
                           for n, p in self.procs.items()}}
         with open(os.path.join(self.workdir, 'fixture.json'), 'w') as f:
@@ -417,12 +546,14 @@ class DnsFixture:
             state = json.load(f)
         f = cls(workdir=workdir, net=state['net'], slow_ms=state['slow_ms'])
         f.ip, f.blackhole_ip, f.slow_ip = state['ip'], state['blackhole_ip'], state['slow_ip']
+        f.cache_ip = state.get('cache_ip')
         f.procs = dict(state['pids'])
         return f
 
     def shell(self):
-        return ('DNS_IP=%s\nDNS_BLACKHOLE_IP=%s\nDNS_SLOW_IP=%s\nDNS_SLOW_MS=%d\n'
-                % (self.ip, self.blackhole_ip, self.slow_ip, self.slow_ms))
+        return ('DNS_IP=%s\nDNS_BLACKHOLE_IP=%s\nDNS_SLOW_IP=%s\nDNS_CACHE_IP=%s\n'
+                'DNS_SLOW_MS=%d\n'
+                % (self.ip, self.blackhole_ip, self.slow_ip, self.cache_ip, self.slow_ms))
 
 
 # ---------------------------------------------------------------- pytest

@@ -20,6 +20,7 @@ import pytest
 import harness
 
 from dnsfixture import dns  # noqa: F401  (the session-scoped DNS fixture)
+from dnsfixture import PacketServer, question_type, record, reply
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RBLSMTPD = '/usr/bin/rblsmtpd'
@@ -264,6 +265,59 @@ def test_unanswering_allowlist_fail_open_allows(plus, dns):
             server=dns.blackhole_ip)
     assert r.env_of_prog()['RBLSMTPD_ERRORS'] == 'allow.test=timeout,bl.test=timeout'
     assert plus_line('192.0.2.2', rb'allow score=0/1 errors=.* ms=\d+').match(r.err)
+
+
+# ------------------------------------------------------------ a malformed answer
+# A hostile or broken server (PacketServer: tinydns cannot send these).
+# libowfat's parsers take each of these answers for "no addresses" or cut a
+# text short; they are lookup failures.
+
+A_2 = record('A', bytes([127, 0, 0, 2]))
+MALFORMED_A = {
+    'A record past the end': [record('A', bytes([127, 0, 0, 2]), rdlength=300)],
+    'other record past the end': [record('CNAME', b'\x01x\x00', rdlength=300)],
+    'listing, then a record past the end': [A_2, record('CNAME', b'\x01x\x00', rdlength=300)],
+    'A record of 3 bytes': [record('A', bytes([127, 0, 0]))],
+}
+
+
+@pytest.mark.parametrize('case', sorted(MALFORMED_A))
+def test_malformed_answer_is_a_lookup_failure(plus, dns, case):
+    with PacketServer(dns, lambda q: reply(q, MALFORMED_A[case])) as srv:
+        r = run(plus, ['-c', '-r', 'bl.test'], '192.0.2.1', dns, server=srv.ip, stdin=DIALOGUE)
+        assert r.out == blocked_reply(b'temporary RBL lookup error'), (r.out, r.err)
+        assert block_line('192.0.2.1', b'451 temporary RBL lookup error').match(r.err)
+        r = run(plus, ['-r', 'bl.test'], '192.0.2.1', dns, server=srv.ip)
+        assert r.env_of_prog() == {'RBLSMTPD_ALLOW': '', 'RBLSMTPD_HITS': '',
+                                   'RBLSMTPD_SCORE': '0', 'RBLSMTPD_ERRORS': 'bl.test=fail'}
+
+
+MALFORMED_TXT = {
+    'string longer than its record': [record('TXT', b'\x50half a text')],
+    'text, then a record past the end': [record('TXT', b'\x06a text'),
+                                         record('CNAME', b'\x01x\x00', rdlength=300)],
+}
+
+
+@pytest.mark.parametrize('case', sorted(MALFORMED_TXT))
+def test_malformed_text_answer_gets_the_fallback_text(plus, dns, case):
+    """The A answer lists the client; the TXT answer is broken: the reply
+    says what the A record said, never words from a broken packet."""
+    def respond(q):
+        return reply(q, [A_2] if question_type(q) == 'A' else MALFORMED_TXT[case])
+    with PacketServer(dns, respond) as srv:
+        r = run(plus, ['-r', 'bl.test'], '192.0.2.1', dns, server=srv.ip, stdin=DIALOGUE)
+    assert r.out == blocked_reply(b'listed in bl.test (127.0.0.2)'), (r.out, r.err)
+
+
+def test_well_formed_packet_server_answer_blocks(plus, dns):
+    """The same server with a sound answer: the malformed cases above fail
+    for their packets, not for the server."""
+    def respond(q):
+        return reply(q, [A_2] if question_type(q) == 'A' else [record('TXT', b'\x06a text')])
+    with PacketServer(dns, respond) as srv:
+        r = run(plus, ['-c', '-r', 'bl.test'], '192.0.2.1', dns, server=srv.ip, stdin=DIALOGUE)
+    assert r.out == blocked_reply(b'a text'), (r.out, r.err)
 
 
 # ------------------------------------------------------------ lists in parallel

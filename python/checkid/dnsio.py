@@ -14,8 +14,15 @@ A/AAAA address strings, MX (preference, name) tuples, PTR name strings, TXT
 tuples of bytes (one per character-string); [] for NXDOMAIN, no records, or
 a name DNS cannot carry. It raises DNSTimeout (a DNSError) when no answer
 came in time and DNSError when the servers failed.
+
+Both back ends alike: aliases (CNAME) are followed, up to 10; a name is
+its labels' bytes joined by '.', any byte (a str goes out as UTF-8, its
+surrogates as the bytes they stand for; names in answers come back the same
+way); refused are only an empty label, a label over 63 bytes, a name over
+255 bytes on the wire.
 """
 import os
+import sys
 
 try:
     import idcheck
@@ -44,10 +51,6 @@ def environ():
 def lookup(name, qtype, timeout=5.0):
     if qtype not in QTYPES:
         return []
-    if isinstance(name, str):
-        name = name.rstrip('.')
-        if not name or not name.isascii():
-            return []
     if EMBEDDED:
         try:
             return idcheck.dns(name, qtype, timeout)
@@ -88,44 +91,103 @@ def _pydns_module():
     return _pydns
 
 
-def _pydns_lookup(name, qtype, timeout):
-    import socket
-    if isinstance(name, bytes):
+ALIASES_MAX = 10      # as idcheck.dns (and pyspf's MAX_CNAME)
+
+
+def _wire_name(name):
+    """name as the bytes idcheck.dns would send (labels joined by b'.', no
+    trailing dot), or None when DNS cannot carry it."""
+    if isinstance(name, str):
         try:
-            name = name.decode('ascii')
-        except UnicodeDecodeError:
-            return []
-    if any(c <= ' ' or c > '~' or c == '\\' for c in name) or len(name) > 253 \
-            or any(len(label) > 63 or not label for label in name.split('.')):
+            name = name.encode('utf-8', 'surrogateescape')
+        except UnicodeError:
+            return None
+    if name == b'.':
+        return b''
+    if name.endswith(b'.') and len(name) > 1:
+        name = name[:-1]
+    if not name or len(name) > 253 or any(not 0 < len(label) <= 63 for label in name.split(b'.')):
+        return None
+    return name
+
+
+def _text(raw):
+    """A name from pydns (decoded latin-1, see _pydns_query) as idcheck.dns
+    gives it."""
+    return raw.encode('latin-1').decode('utf-8', 'surrogateescape')
+
+
+def _pydns_lookup(name, qtype, timeout):
+    import time
+    wire = _wire_name(name)
+    if wire is None:
         return []
+    shown = wire.decode('utf-8', 'backslashreplace')
+    end = time.monotonic() + timeout      # one deadline for the whole lookup
+    aliases = 0
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise DNSTimeout('no answer for %s %s within %gs' % (shown, qtype, timeout))
+        rcode, records = _pydns_query(wire, qtype, left, shown)
+        # the records wire owns, following the aliases within the answer
+        # (bytes.lower: ASCII letters only, as DNS compares names)
+        owner, followed = wire, False
+        while True:
+            mine = [(t, d) for n, t, d in records if n.encode('latin-1').lower() == owner.lower()]
+            found = [d for t, d in mine if t == qtype]
+            target = next((d for t, d in mine if t == 'CNAME'), None)
+            if found or target is None:
+                break
+            aliases += 1
+            if aliases > ALIASES_MAX:
+                raise DNSError('lookup of %s %s: more than %d aliases' % (shown, qtype, ALIASES_MAX))
+            owner, followed = target.encode('latin-1'), True
+        if found or not followed or rcode != 0:
+            return [_value(qtype, d) for d in found]
+        wire = owner      # an authoritative server's CNAME alone: ask for the target
+
+
+def _value(qtype, data):
+    import socket
+    if qtype == 'TXT':
+        return tuple(d if isinstance(d, bytes) else d.encode('latin-1') for d in data)
+    if qtype == 'AAAA' and isinstance(data, bytes):
+        return socket.inet_ntop(socket.AF_INET6, data)
+    if qtype == 'MX':
+        return (int(data[0]), _text(data[1]))
+    if qtype == 'PTR':
+        return _text(data)
+    return data
+
+
+def _pydns_query(wire, qtype, timeout, shown):
+    """(rcode, [(owner, type, data)]) of one query for the name wire (bytes).
+    pydns encodes labels with IDNA, which cannot carry every byte: during
+    the query they are latin-1, one character per byte."""
     DNS = _pydns_module()
     kw = {'qtype': qtype, 'timeout': timeout}
     servers = _servers()
     if servers:
         kw['server'] = servers
+    # the package object DNS.Lib reads it from: after an import that hid and
+    # restored sys.modules['DNS'] (spf_check), `import DNS` may give another
+    labels = sys.modules['DNS.Lib'].DNS
+    saved = labels.LABEL_ENCODING
+    labels.LABEL_ENCODING = 'latin-1'
     try:
-        resp = DNS.DnsRequest(name, **kw).req()
+        resp = DNS.DnsRequest(wire.decode('latin-1'), **kw).req()
         if resp.header.get('tc'):
             kw['protocol'] = 'tcp'
-            resp = DNS.DnsRequest(name, **kw).req()
+            resp = DNS.DnsRequest(wire.decode('latin-1'), **kw).req()
     except DNS.TimeoutError as e:
-        raise DNSTimeout('no answer for %s %s within %gs (%s)' % (name, qtype, timeout, e)) from None
+        raise DNSTimeout('no answer for %s %s within %gs (%s)' % (shown, qtype, timeout, e)) from None
     except (DNS.DNSError, OSError, IndexError, UnicodeError) as e:
-        raise DNSError('lookup of %s %s failed: %s' % (name, qtype, e)) from None
+        raise DNSError('lookup of %s %s failed: %s' % (shown, qtype, e)) from None
+    finally:
+        labels.LABEL_ENCODING = saved
     rcode = resp.header.get('rcode')
     if rcode not in (0, 3):
-        raise DNSError('lookup of %s %s failed: %s' % (name, qtype, resp.header.get('status')))
-    out = []
-    for a in resp.answers:
-        if a.get('typename') != qtype:
-            continue
-        data = a['data']
-        if qtype == 'TXT':
-            data = tuple(d if isinstance(d, bytes) else d.encode('utf-8', 'surrogateescape')
-                         for d in data)
-        elif qtype == 'AAAA' and isinstance(data, bytes):
-            data = socket.inet_ntop(socket.AF_INET6, data)
-        elif qtype == 'MX':
-            data = (int(data[0]), str(data[1]))
-        out.append(data)
-    return out
+        raise DNSError('lookup of %s %s failed: %s' % (shown, qtype, resp.header.get('status')))
+    return rcode, [(a['name'], a.get('typename'), a['data']) for a in resp.answers
+                   if a.get('class') in (1, None)]

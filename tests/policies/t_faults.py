@@ -13,6 +13,8 @@ def checkID(IP=None, ID=None, H=None, S=None, R=None, Hdrs=None, Body=None):
         time.sleep(600)
     if how == 'exit':
         os._exit(3)
+    if how == 'reject':
+        return ('REJECT', (550, '5.7.1', 'refused after all'), [])
     if how == 'garbage':
         return 'nonsense'
     if how == 'reject250':

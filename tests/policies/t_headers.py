@@ -34,6 +34,9 @@ def _verdict(key, stage):
         return (key.upper(), None, [{'label': 'Authent:', 'text': '%s at %s' % (key, stage)}])
     if key == 'reject':
         return ('REJECT', (554, '5.7.1', 'refused at %s' % stage), [])
+    if key == 'longtext':
+        # far more than a reply line or one datagram to the wrapper holds
+        return ('REJECT', (550, '5.7.1', 'x' * 300000), [])
     if key == 'tempfail':
         return ('TEMPFAIL', (452, '4.3.1', 'deferred at %s' % stage), [])
     return ('CONTINUE', None, [{'label': 'Authent:', 'text': 'continue at %s' % stage}])
