@@ -4,18 +4,26 @@
  * server cannot be reached falls back to its own process for the rest of
  * the session (IDCHECK_FALLBACK, see fallback_wanted). */
 #include "policy.h"
+#include "log.h"
 #include "policy_transport.h"
 #include "netstring.h"
 #include "policy_wire.h"
 #include "sanitize.h"
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static int decided;
 static const char *server;
+
+/* Text for a log line, sanitized (a static buffer: one at a time). */
+static const char *loggable(const char *s, size_t len, size_t max)
+{
+  static stralloc sa;
+  sa.len = 0;
+  if (!sanitize_catb(&sa, s, len, max) || !stralloc_0(&sa)) return "?";
+  return sa.s;
+}
 
 /* IDCHECK_FALLBACK: "embedded" (the default, also when unset or empty) or
  * "none". Anything else is taken as "none" and said in the log: an
@@ -24,30 +32,16 @@ static int fallback_wanted(void)
 {
   const char *v = getenv("IDCHECK_FALLBACK");
   if (!v || !*v || !strcmp(v, "embedded")) return 1;
-  if (strcmp(v, "none")) {
-    stralloc line = {0};
-    char head[48];
-    snprintf(head, sizeof head, "qmail-idcheck: pid %d IDCHECK_FALLBACK=", (int)getpid());
-    stralloc_copys(&line, head);
-    sanitize_catb(&line, v, strlen(v), 60);
-    stralloc_cats(&line, " unknown, taken as none\n");
-    if (line.len && write(2, line.s, line.len) < 0) {}
-    stralloc_free(&line);
-  }
+  if (strcmp(v, "none"))
+    warn("IDCHECK_FALLBACK=", loggable(v, strlen(v), 60), " unknown, taken as none", (char *)0);
   return 0;
 }
 
 /* From now on this session's calls run in its own qmail-idcheck-python. */
 static void fall_back(const stralloc *why)
 {
-  stralloc line = {0};
-  char head[64];
-  snprintf(head, sizeof head, "qmail-idcheck: pid %d policy server unreachable (", (int)getpid());
-  stralloc_copys(&line, head);
-  sanitize_catb(&line, why->s, why->len, 300);
-  stralloc_cats(&line, "); checkID runs embedded for this session\n");
-  if (line.len && write(2, line.s, line.len) < 0) {}
-  stralloc_free(&line);
+  warn("policy server unreachable (", loggable(why->s, why->len, 300),
+       "); checkID runs embedded for this session", (char *)0);
   server = 0;
 }
 
