@@ -37,6 +37,7 @@ include lib/module.mk
 include qmail-idcheck/module.mk
 -include rblsmtpd-plus/module.mk
 include tests/module.mk
+include tests/fuzz/module.mk
 include bench/module.mk
 
 all: $(PROGS) $(TESTPROGS)
@@ -55,7 +56,7 @@ asan:
 deps:
 	@sh tests/install-deps
 
-check: deps all asan
+check: deps all asan fuzz-build
 	$(PYTHON) -m pytest -p no:cacheprovider -q tests
 
 # Without installing packages or building the sanitizer variant.
@@ -89,5 +90,5 @@ uninstall:
 	-rmdir $(DESTDIR)$(PREFIX)/lib/qmail-idcheck 2>/dev/null
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 	find . -name __pycache__ -prune -exec rm -rf {} +

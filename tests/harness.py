@@ -1,6 +1,7 @@
-"""The test harness: a real tcpserver in front of qmail-idcheck (or of the
-qmail-smtpd stand-in alone), a client that speaks SMTP line by line, and the
-queue stand-in's directory to look at afterwards.
+"""The test harness: a real tcpserver in front of qmail-idcheck (or of
+qmail-smtpd alone: the project's stand-in, or a real notqmail one in the
+'real' variant), a client that speaks SMTP line by line, and the queue
+stand-in's directory to look at afterwards.
 
     chain = Chain('idcheck', env={'IDCHECK_MODULE': 't_basic'})
     try:
@@ -29,6 +30,8 @@ import subprocess
 import tempfile
 import time
 
+import notqmail
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(TOP, 'tests')
 PYTHON = '/usr/bin/python3'          # Debian's, never a pyenv shim on PATH
@@ -39,7 +42,13 @@ READ_TIMEOUT = float(os.environ.get('IDCHECK_READ_TIMEOUT', '5'))
 END_TIMEOUT = 10.0
 START_TIMEOUT = 5.0
 
+# Build variants: where our programs come from.
 VARIANTS = {'plain': 'build', 'asan': 'build-asan'}
+# Chain variants: a build variant in front of a qmail-smtpd. 'real' is the
+# plain build in front of a real notqmail qmail-smtpd (tests/notqmail.py);
+# the sanitizer build is not run a third time against it (run time).
+CHAIN_VARIANTS = {'plain': ('plain', 'standin'), 'asan': ('asan', 'standin'),
+                  'real': ('plain', 'real')}
 SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'runtime error:')
 
 ASAN_OPTIONS = 'abort_on_error=0:halt_on_error=1:detect_leaks=1:log_path=stderr:allocator_may_return_null=1'
@@ -66,19 +75,38 @@ def variant_binaries(name):
     return [os.path.join(build_dir(v), name) for v in variants()]
 
 
+def chain_variants():
+    """The chain variants a chain test runs in: the build variants against
+    the stand-in, and 'real' (skipped by conftest.py when there is no real
+    qmail-smtpd, see notqmail.smtpd())."""
+    return variants() + ['real']
+
+
+def smtpd_kind(variant):
+    """'standin' or 'real': which qmail-smtpd a (chain) variant runs."""
+    return CHAIN_VARIANTS[variant][1]
+
+
 def real_smtpd():
-    """$QMAIL_SMTPD: a real qmail-smtpd to test against instead of the stand-in."""
-    return os.environ.get('QMAIL_SMTPD') or None
+    """The real qmail-smtpd's path; HarnessError when there is none."""
+    try:
+        path, why_not = notqmail.smtpd()
+    except notqmail.Unusable as e:
+        raise HarnessError('no real qmail-smtpd: %s' % e) from None
+    if path is None:
+        raise HarnessError('no real qmail-smtpd: %s' % why_not)
+    return path
 
 
 def build_dir(variant):
-    return os.path.join(TOP, VARIANTS[variant])
+    """The build directory of a build or chain variant."""
+    return os.path.join(TOP, VARIANTS[CHAIN_VARIANTS[variant][0]])
 
 
 def binary(variant, name):
     path = os.path.join(build_dir(variant), name)
     if not os.access(path, os.X_OK):
-        make = 'make asan' if variant == 'asan' else 'make'
+        make = 'make asan' if CHAIN_VARIANTS[variant][0] == 'asan' else 'make'
         raise HarnessError('%s is missing or not executable: run %s' % (path, make))
     return path
 
@@ -316,11 +344,18 @@ class Connection:
 
 class Chain:
     """chain: 'idcheck' (tcpserver → [prefix] qmail-idcheck SMTPD) or 'bare'
-    (tcpserver → [prefix] SMTPD). env: per-connection variables, set by
-    tcprules for 127/8 (connect(source=) picks the client's address there).
-    server_env: added to tcpserver's environment. control: {file: text}
-    written to home/control/. prefix: argv words put before the chain (words
-    starting with build/ are taken from the variant's build directory)."""
+    (tcpserver → [prefix] SMTPD). variant: a chain variant (CHAIN_VARIANTS):
+    the build our programs come from and which SMTPD, the stand-in or the
+    real qmail-smtpd. env: per-connection variables, set by tcprules for
+    127/8 (connect(source=) picks the client's address there). server_env:
+    added to tcpserver's environment. control: {file: text} written to
+    home/control/ (me is standin.example unless control gives it; text None:
+    the file is absent). prefix: argv words put before the chain (words
+    starting with build/ are taken from the variant's build directory).
+
+    home/ is the session's qmail home: tcpserver runs there, the stand-in is
+    told so (STANDIN_HOME), and the real qmail-smtpd, built with qmail home
+    ".", reads its control files there. Each chain has its own."""
 
     def __init__(self, chain='idcheck', variant='plain', env=None, server_env=None,
                  control=None, prefix=None):
@@ -353,7 +388,9 @@ class Chain:
         return os.path.join(self.dir, *parts)
 
     def smtpd(self):
-        return real_smtpd() or binary(self.variant, 'qmail-smtpd-standin')
+        if smtpd_kind(self.variant) == 'real':
+            return real_smtpd()
+        return binary(self.variant, 'qmail-smtpd-standin')
 
     def argv(self):
         words = []
@@ -379,11 +416,12 @@ class Chain:
         self.dir = self._tmpdir()
         os.makedirs(self.path('home', 'control'))
         os.makedirs(self.path('queue'))
-        with open(self.path('home', 'control', 'me'), 'w') as f:
-            f.write(LOCAL_NAME + '\n')
-        for name, text in self.control.items():
-            with open(self.path('home', 'control', name), 'a') as f:
-                f.write(text)
+        control = {'me': LOCAL_NAME + '\n'}
+        control.update(self.control)
+        for name, text in control.items():
+            if text is not None:
+                with open(self.path('home', 'control', name), 'w') as f:
+                    f.write(text)
 
         rule = '127.:allow'
         for var, value in self.env.items():
@@ -415,7 +453,7 @@ class Chain:
                 '127.0.0.1', '0'] + argv_chain
         self.logfile = self.path('log')
         self.logfd = open(self.logfile, 'ab')
-        self.proc = subprocess.Popen(argv, env=env, cwd=self.dir, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, env=env, cwd=self.path('home'), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.logfd,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         # Port 0: tcpserver binds a free port itself; read it back from /proc.
@@ -559,13 +597,16 @@ class Chain:
 # ---- dialogue files ----
 
 class Dialogue:
-    """A parsed .dlg file: set-up directives, then the dialogue steps."""
+    """A parsed .dlg file: set-up directives, then the dialogue steps, as
+    they hold for SMTPD ('standin' or 'real': lines marked standin-only are
+    left out for the real qmail-smtpd)."""
 
-    SETUP = ('chain', 'policy', 'env', 'server-env', 'control', 'prefix', 'standin-only')
+    SETUP = ('chain', 'policy', 'env', 'server-env', 'control', 'no-control', 'prefix',
+             'standin-only')
     STEPS = ('connect', 'send', 'sendraw', 'expect', 'expect-eof', 'close', 'sleep',
              'kill-backend', 'stored', 'message', 'messageraw', 'envelope', 'log', 'no-log')
 
-    def __init__(self, path):
+    def __init__(self, path, smtpd='standin'):
         self.path = path
         self.name = os.path.basename(path)
         self.chain = 'idcheck'
@@ -604,7 +645,7 @@ class Dialogue:
                     raise HarnessError('%s: standin-only cannot prefix %s' % (where, word))
                 if word not in self.STEPS:
                     raise HarnessError('%s: unknown directive %r' % (where, word))
-            if only_standin and real_smtpd():
+            if only_standin and smtpd != 'standin':
                 if word == 'message':
                     while i < len(lines) and lines[i] != '.end':
                         i += 1
@@ -652,7 +693,11 @@ class Dialogue:
             name, _, text = arg.partition(' ')
             if not name or '/' in name:
                 raise HarnessError('%s: control FILE text' % where)
-            self.control[name] = self.control.get(name, '') + text + '\n'
+            self.control[name] = (self.control.get(name) or '') + text + '\n'
+        elif word == 'no-control':
+            if not arg or '/' in arg or ' ' in arg:
+                raise HarnessError('%s: no-control FILE' % where)
+            self.control[arg] = None
         elif word == 'prefix':
             self.prefix.extend(arg.split())
         elif word == 'standin-only':      # alone on its line: the whole test
@@ -673,8 +718,9 @@ def _message_diff(template, got):
 
 
 def run_dialogue(path, variant='plain'):
-    """Runs one dialogue file against a fresh chain; raises HarnessError."""
-    d = Dialogue(path)
+    """Runs one dialogue file against a fresh chain of the (chain) variant;
+    raises HarnessError."""
+    d = Dialogue(path, smtpd_kind(variant))
     # Paths in set-up values: {top} the repository, {tests} tests/, {build}
     # the variant's build directory.
     places = {'{top}': TOP, '{tests}': TESTS, '{build}': build_dir(variant)}
@@ -687,7 +733,7 @@ def run_dialogue(path, variant='plain'):
     chain = Chain(d.chain, variant,
                   env={k: place(v) for k, v in d.env.items()},
                   server_env={k: place(v) for k, v in d.server_env.items()},
-                  control={k: place(v) for k, v in d.control.items()},
+                  control={k: v if v is None else place(v) for k, v in d.control.items()},
                   prefix=[place(w) for w in d.prefix])
     conn = None
     cursor = {'i': 0, 'message': False, 'envelope': False}

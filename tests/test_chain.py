@@ -9,7 +9,9 @@ import pytest
 
 import harness
 
-VARIANTS = harness.variants()
+VARIANTS = harness.chain_variants()
+# The queue exit codes need no sanitizer run: the stand-in and the real one.
+QUEUE_VARIANTS = ['plain', 'real']
 RECEIVED_DATE = re.compile(rb'(  by standin\.example with SMTP; ).*\n')
 
 
@@ -102,6 +104,33 @@ def test_smtplib_speaks_id(variant):
         assert env == b'Fsomeone@example.com\0Tone@example.org\0\0'
 
 
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_control_files_are_per_chain(variant):
+    """Two chains running at once each read their own control files (the
+    real qmail-smtpd's home is its working directory, each chain's home/)."""
+    one = harness.Chain('bare', variant, control={'smtpgreeting': 'one.example\n',
+                                                  'rcpthosts': 'one.example\n'})
+    two = harness.Chain('bare', variant, control={'smtpgreeting': 'two.example\n',
+                                                  'rcpthosts': 'two.example\n'})
+    with one, two:
+        c1, c2 = one.connect(), two.connect()
+        c1.expect('220 one.example ESMTP')
+        c2.expect('220 two.example ESMTP')
+        for c, mine, other in ((c1, 'one', 'two'), (c2, 'two', 'one')):
+            c.send('MAIL FROM:<a@example.com>')
+            c.expect('250 ok')
+            c.send('RCPT TO:<b@%s.example>' % mine)
+            c.expect('250 ok')
+            c.send('RCPT TO:<b@%s.example>' % other)
+            c.expect("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
+        c1.send('QUIT')
+        c1.expect('221 one.example')
+        c2.send('QUIT')
+        c2.expect('221 two.example')
+        one.wait_sessions()
+        two.wait_sessions()
+
+
 # qmail-queue's exit code -> qmail-smtpd's reply (PROTOCOL.md), unchanged by
 # the wrapper between them.
 QUEUE_EXITS = [
@@ -129,14 +158,13 @@ QUEUE_EXITS = [
 ]
 
 
+@pytest.mark.parametrize('variant', QUEUE_VARIANTS)
 @pytest.mark.parametrize('code,reply', QUEUE_EXITS, ids=[str(c) for c, _ in QUEUE_EXITS])
-def test_queue_exit_code_through_wrapper(code, reply):
-    if harness.real_smtpd():
-        pytest.skip('uses the queue stand-in\'s exit knob')
+def test_queue_exit_code_through_wrapper(code, reply, variant):
     env = {'IDCHECK_MODULE': 't_headers'}
     if code:
         env['STANDIN_QUEUE_EXIT'] = str(code)
-    with harness.Chain('idcheck', 'plain', env=env) as chain:
+    with harness.Chain('idcheck', variant, env=env) as chain:
         final = deliver(chain, b'Subject: exit\r\n\r\nbody\r\n', sender='accept@example.com')
         if reply is None:
             assert re.match(rb'^250 ok \d+ qp \d+\r\n$', final), final
@@ -146,13 +174,12 @@ def test_queue_exit_code_through_wrapper(code, reply):
             assert chain.stored() == []
 
 
+@pytest.mark.parametrize('variant', QUEUE_VARIANTS)
 @pytest.mark.parametrize('text,reply', [('Dno such mailbox here', '554 no such mailbox here'),
                                         ('Zcome back later', '451 come back later')])
-def test_queue_exit_82_text_through_wrapper(text, reply):
-    if harness.real_smtpd():
-        pytest.skip('uses the queue stand-in\'s exit knob')
+def test_queue_exit_82_text_through_wrapper(text, reply, variant):
     env = {'IDCHECK_MODULE': 't_headers', 'STANDIN_QUEUE_EXIT': '82', 'STANDIN_QUEUE_TEXT': text}
-    with harness.Chain('idcheck', 'plain', env=env) as chain:
+    with harness.Chain('idcheck', variant, env=env) as chain:
         final = deliver(chain, b'Subject: exit\r\n\r\nbody\r\n', sender='accept@example.com')
         assert final == reply.encode() + b'\r\n'
         assert chain.stored() == []

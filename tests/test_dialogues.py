@@ -5,16 +5,17 @@ line (the full syntax is in tests/README):
 
     # comment                     chain bare|idcheck      policy NAME
     env NAME=value                server-env NAME=value   control FILE text
-    prefix WORD...                standin-only [DIRECTIVE]
+    no-control FILE               prefix WORD...          standin-only [DIRECTIVE]
     connect   send TEXT   sendraw "bytes\\r\\n"   expect TEXT   expect-eof
     close     sleep SECS  kill-backend  repeat N send|sendraw|expect ...
     stored N  message ... .end  messageraw "bytes"  envelope F..\\0T..\\0\\0
     log TEXT  no-log TEXT                       ({*}: any run without CR/LF)
 
-Variants: 'plain' (build/) and 'asan' (build-asan/, skipped when
-IDCHECK_NO_ASAN is set or build-asan/ is missing). QMAIL_SMTPD=/path runs the
-suite against a real qmail-smtpd; files and lines marked standin-only are
-then skipped.
+Variants: 'plain' (build/) and 'asan' (build-asan/, left out when
+IDCHECK_NO_ASAN is set or build-asan/ is missing) against the qmail-smtpd
+stand-in, and 'real': build/ against a real notqmail qmail-smtpd (see
+tests/notqmail.py; skipped when there is none), where files and lines marked
+standin-only are left out.
 
 Run:  /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/test_dialogues.py
       ... -k bare-data          one file
@@ -31,14 +32,14 @@ import harness
 DIALOGUES = sorted(glob.glob(os.path.join(harness.TESTS, 'dialogues', '*.dlg')))
 
 
-@pytest.mark.parametrize('variant', harness.variants())
+@pytest.mark.parametrize('variant', harness.chain_variants())
 @pytest.mark.parametrize('path', DIALOGUES, ids=lambda p: os.path.basename(p)[:-4])
 def test_dialogue(path, variant):
     error = None
     try:
-        dialogue = harness.Dialogue(path)
-        if dialogue.standin_only and harness.real_smtpd():
-            pytest.skip('standin-only, and QMAIL_SMTPD is set')
+        smtpd = harness.smtpd_kind(variant)
+        if harness.Dialogue(path, smtpd).standin_only and smtpd != 'standin':
+            pytest.skip('standin-only: needs what only the stand-in has')
         harness.run_dialogue(path, variant)
     except harness.HarnessError as e:
         error = str(e)

@@ -237,8 +237,6 @@ def test_dialogue_warm(path, variant, monkeypatch):
     d = harness.Dialogue(path)
     if d.chain != 'idcheck':
         pytest.skip('not a proxy dialogue')
-    if d.standin_only and harness.real_smtpd():
-        pytest.skip('stand-in only')
     monkeypatch.setattr(harness, 'Chain', WarmChain)
     harness.run_dialogue(path, variant)
 

@@ -1,5 +1,5 @@
 /* Collecting Hdrs and Body from DATA bytes (as relayed: only CRLF line ends,
- * no terminator), fed in pieces: memory stays within the caps however the
+ * the last line ended too, the terminator not), fed in pieces: memory stays within the caps however the
  * client folds or pads, Hdrs is a list of whole fields each starting with a
  * field name and a colon, and the body size counts every body byte. */
 #include "fuzz.h"
@@ -22,6 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (data[i] == '\n' || data[i] == '\r') stralloc_cats(&clean, "\r\n");
     else stralloc_catb(&clean, (const char *)data + i, 1);
   }
+  if (clean.len && clean.s[clean.len - 1] != '\n') stralloc_cats(&clean, "\r\n");
   message_collect_start(&c, BODY_MAX, HDRS_MAX);
   size_t pos = 0;
   while (pos < clean.len) {

@@ -2,17 +2,23 @@
  *
  * qmail is not packaged by Debian, so the suite runs this under tcpserver
  * instead. Every reply, exit and byte handed to the queue program follows
- * PROTOCOL.md; where that page is silent, notqmail's behaviour is copied.
- * Deliberately left out: control/localiphost, control/morercpthosts.cdb,
- * ipme (none of them change a reply the suite looks at).
+ * PROTOCOL.md; where that page is silent, notqmail's behaviour is copied,
+ * down to its I/O rhythm (what it writes, in which write() calls: its 512-byte
+ * reply buffer, flushed before every read of at most 1024 bytes) and its
+ * integer quirks. The suite runs the same dialogues against a real notqmail
+ * qmail-smtpd to keep it that way. Deliberately left out:
+ * control/morercpthosts.cdb, and the 421 when the machine's addresses cannot
+ * be listed.
  *
  * Environment: STANDIN_HOME (chdir there first; real qmail uses /var/qmail),
  * TCPREMOTEIP, TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALHOST, TCPLOCALIP,
  * RELAYCLIENT, DATABYTES, QMAILQUEUE (else bin/qmail-queue under home). */
 
 #include <errno.h>
+#include <ifaddrs.h>
 #include <limits.h>
-#include <poll.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,31 +41,58 @@
 #define ADDR_MAX 900        /* addresses this long (with the NUL) are refused */
 #define QQ_ERRTEXT_MAX 255  /* notqmail keeps this much of the fd-6 text */
 
-static unsigned long timeout_seconds = 1200;
-static unsigned long databytes;     /* 0: no limit */
+/* qmail's types: an int and an unsigned int, whatever the control files say */
+static int timeout_seconds = 1200;
+static unsigned int databytes;      /* 0: no limit */
 
-/* ---- replies: buffered, each flush is one write of everything pending ---- */
+/* qmail's scan_ulong: the leading digits, wrapping silently on overflow
+ * (libowfat's stops before it); the number of digits read. */
+static size_t scan_ulong_wrapping(const char *s, unsigned long *u)
+{
+  size_t pos = 0;
+  unsigned long result = 0;
+  while (s[pos] >= '0' && s[pos] <= '9') result = result * 10 + (unsigned long)(s[pos++] - '0');
+  *u = result;
+  return pos;
+}
 
-static stralloc out = {0};
+/* ---- replies: qmail-smtpd's 512-byte output buffer ---- */
+
+static char outbuf[512];            /* qmail-smtpd's ssoutbuf */
+static size_t outlen;
 
 static int64_t timeout_ms(void) { return (int64_t)timeout_seconds * 1000; }
 
+/* qmail's safewrite: a reply that cannot be written ends the session */
+static void out_write(const char *s, size_t len)
+{
+  if (len && write_all_deadline(1, s, len, deadline_in(timeout_ms())) == -1) _exit(1);
+}
+
 static void out_flush(void)
 {
-  if (!out.len) return;
-  /* qmail's safewrite: a reply that cannot be written ends the session */
-  if (write_all_deadline(1, out.s, out.len, deadline_in(timeout_ms())) == -1)
-    _exit(1);
-  out.len = 0;
+  out_write(outbuf, outlen);
+  outlen = 0;
 }
+
+/* substdio_put: a piece that does not fit flushes the buffer first, and one
+ * larger than the buffer is then written on its own. */
+static void out_put(const char *s, size_t len)
+{
+  if (len > sizeof outbuf - outlen) {
+    out_flush();
+    if (len > sizeof outbuf) { out_write(s, len); return; }
+  }
+  byte_copy(outbuf + outlen, len, s);
+  outlen += len;
+}
+
+static void out_puts(const char *s) { out_put(s, str_len(s)); }
 
 /* A fatal reply goes out after whatever is pending, then exit 1. */
 static void __attribute__((noreturn)) die_reply(const char *reply)
 {
-  if (!stralloc_cats(&out, reply)) {
-    out_flush();
-    write_all_deadline(1, reply, str_len(reply), deadline_in(timeout_ms()));
-  }
+  out_puts(reply);
   out_flush();
   _exit(1);
 }
@@ -69,26 +102,19 @@ static void __attribute__((noreturn)) die_reply(const char *reply)
 #define die_timeout() die_reply("451 timeout (#4.4.2)\r\n")
 #define die_straynewline() die_reply("451 See https://cr.yp.to/docs/smtplf.html.\r\n")
 
-static void out_puts(const char *s) { if (!stralloc_cats(&out, s)) die_nomem(); }
-static void out_put(const char *s, size_t len) { if (!stralloc_catb(&out, s, len)) die_nomem(); }
-
 /* ---- client input ---- */
 
-static char inbuf[4096];
+static char inbuf[1024];            /* qmail-smtpd's ssinbuf */
 static size_t inpos, inlen;
 
-/* RFC 2920: pending replies go out when the input runs dry, so a pipelined
- * batch is answered in one write; never before a read that finds data. */
+/* Pending replies go out before every read, as qmail's saferead does: a
+ * pipelined batch is answered as far as one read of it reached. */
 static void input_refill(void)
 {
-  if (out.len && fd_wait(0, POLLIN, now_ms()) != 1) out_flush();
+  out_flush();
   ssize_t r = read_deadline(0, inbuf, sizeof inbuf, deadline_in(timeout_ms()));
   if (r == -1 && errno == ETIMEDOUT) die_timeout();
-  if (r <= 0) {
-    /* client EOF: silent, but qmail has flushed its replies by now */
-    out_flush();
-    _exit(1);
-  }
+  if (r <= 0) _exit(1);             /* client EOF: silent */
   inpos = 0;
   inlen = (size_t)r;
 }
@@ -124,13 +150,14 @@ static int control_line(stralloc *sa, const char *fn)
   return 1;
 }
 
-/* A number on line 1; a missing file or a non-number keeps the default. */
-static int control_number(unsigned long *value, const char *fn)
+/* qmail's control_readint: a number on line 1 stored into an int (its low
+ * 32 bits, sign and all); a missing file or a non-number keeps the value. */
+static int control_int(int *value, const char *fn)
 {
   stralloc line = {0};
   int r = control_line(&line, fn);
   unsigned long u;
-  if (r == 1 && scan_ulong(line.s, &u)) *value = u;
+  if (r == 1 && scan_ulong_wrapping(line.s, &u)) *value = (int)(unsigned int)u;
   stralloc_free(&line);
   return r == -1 ? -1 : 0;
 }
@@ -173,6 +200,9 @@ static stralloc badmailfrom = {0};
 
 static const char *remoteip, *remotehost, *remoteinfo, *local, *relayclient;
 
+static int have_liphost;
+static stralloc liphost = {0};      /* NUL-terminated */
+
 static stralloc helohost = {0};
 static const char *fakehelo;        /* the HELO argument, if it differs from remotehost */
 
@@ -194,21 +224,30 @@ static void setup(void)
     if (!stralloc_copy(&greeting, &me)) die_nomem();
   }
   --greeting.len;                   /* the NUL control_line added */
+  /* localiphost falls back to me */
+  have_liphost = control_line(&liphost, "control/localiphost");
+  if (have_liphost == -1) die_control();
+  if (have_liphost == 0 && me_state == 1) {
+    if (!stralloc_copy(&liphost, &me)) die_nomem();
+    have_liphost = 1;
+  }
   stralloc_free(&me);
 
-  if (control_number(&timeout_seconds, "control/timeoutsmtpd") == -1) die_control();
-  if (timeout_seconds == 0) timeout_seconds = 1;
-  if (timeout_seconds > INT_MAX) timeout_seconds = INT_MAX;  /* qmail's is an int */
+  if (control_int(&timeout_seconds, "control/timeoutsmtpd") == -1) die_control();
+  if (timeout_seconds <= 0) timeout_seconds = 1;  /* 2147483648 is -2147483648: 1 s */
 
   have_rcpthosts = control_list(&rcpthosts, "control/rcpthosts");
   if (have_rcpthosts == -1) die_control();
   have_badmailfrom = control_list(&badmailfrom, "control/badmailfrom");
   if (have_badmailfrom == -1) die_control();
 
-  if (control_number(&databytes, "control/databytes") == -1) die_control();
+  int control_databytes = 0;
+  if (control_int(&control_databytes, "control/databytes") == -1) die_control();
+  databytes = (unsigned int)control_databytes;
   const char *x = getenv("DATABYTES");
-  if (x) { databytes = 0; scan_ulong(x, &databytes); }
-  if (databytes == ULONG_MAX) --databytes;  /* databytes + 1 must not wrap */
+  unsigned long u;
+  if (x) { scan_ulong_wrapping(x, &u); databytes = (unsigned int)u; }  /* 2^32 + 10 is 10 */
+  if (databytes == UINT_MAX) --databytes;  /* databytes + 1 must not wrap */
 
   remoteip = getenv("TCPREMOTEIP");
   if (!remoteip) remoteip = "unknown";
@@ -230,6 +269,54 @@ static void helo_remember(const char *arg)
 /* ---- addresses ---- */
 
 static stralloc addr = {0};  /* NUL-terminated after addr_parse */
+
+/* qmail's ip_scanbracket: "[a.b.c.d]", each part the low byte of a wrapping
+ * number ([127.0.0.257] is 127.0.0.1); its length, 0 if it is none. */
+static size_t ip4_scan_bracket(const char *s, unsigned char ip[4])
+{
+  if (*s != '[') return 0;
+  size_t len = 1;
+  for (int i = 0; i < 4; ++i) {
+    unsigned long u;
+    size_t n = scan_ulong_wrapping(s + len, &u);
+    if (!n) return 0;
+    ip[i] = (unsigned char)u;
+    len += n;
+    if (i < 3) {
+      if (s[len] != '.') return 0;
+      ++len;
+    }
+  }
+  return s[len] == ']' ? len + 1 : 0;
+}
+
+/* qmail's ipme: 0.0.0.0, or an IPv4 address of an interface that is up */
+static int ip4_is_mine(const unsigned char ip[4])
+{
+  static const unsigned char any[4];
+  if (byte_equal(ip, 4, any)) return 1;
+  struct ifaddrs *list, *i;
+  int mine = 0;
+  if (getifaddrs(&list) == -1) return 0;
+  for (i = list; i && !mine; i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP))
+      mine = byte_equal(&((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4, ip);
+  freeifaddrs(list);
+  return mine;
+}
+
+/* notqmail: box@[IP] naming this machine becomes box@localiphost */
+static void addr_localiphost(void)
+{
+  size_t len = addr.len - 1;
+  size_t at = byte_rchr(addr.s, len, '@');
+  unsigned char ip[4];
+  if (!have_liphost || at >= len) return;
+  size_t n = ip4_scan_bracket(addr.s + at + 1, ip);
+  if (!n || addr.s[at + 1 + n] || !ip4_is_mine(ip)) return;
+  addr.len = at + 1;
+  if (!stralloc_catb(&addr, liphost.s, liphost.len - 1) || !stralloc_0(&addr)) die_nomem();
+}
 
 /* The address between the first '<' and the next unquoted '>', else after
  * ':' up to a space; '\' escapes a byte, '"' toggles quoting, a source
@@ -259,6 +346,7 @@ static int addr_parse(const char *arg)
     if (!stralloc_append(&addr, arg)) die_nomem();
   }
   if (!stralloc_0(&addr)) die_nomem();
+  addr_localiphost();
   return addr.len <= ADDR_MAX;
 }
 
@@ -570,11 +658,12 @@ static const char *queue_verdict(int wstat, int failed, const char *errtext, siz
   return "Zqq temporary problem (#4.3.0)";
 }
 
-/* Message done: envelope to fd 1, fd 6 read to EOF, then the child's exit. */
+/* Message done: envelope to fd 1, fd 6 read (to EOF, or as far as
+ * qmail_errstr reads: past 255 bytes), then the child's exit. */
 static const char *queue_close(struct queue *q)
 {
   static char errtext[QQ_ERRTEXT_MAX + 1];
-  size_t errlen = 0;
+  size_t errlen = 0, seen = 0;
 
   queue_flush(q);
   close(q->fd_message);
@@ -588,11 +677,12 @@ static const char *queue_close(struct queue *q)
   }
   close(q->fd_envelope);
 
-  for (;;) {
-    char chunk[512];
+  while (seen <= QQ_ERRTEXT_MAX) {
+    char chunk[1024];
     ssize_t r = read(q->fd_error, chunk, sizeof chunk);
     if (r == -1 && errno == EINTR) continue;
     if (r <= 0) break;
+    seen += (size_t)r;
     size_t keep = (size_t)r;
     if (keep > QQ_ERRTEXT_MAX - errlen) keep = QQ_ERRTEXT_MAX - errlen;
     byte_copy(errtext + errlen, keep, chunk);
@@ -632,7 +722,7 @@ static void hop_count_byte(struct hop_count *h, char ch)
   }
 }
 
-static unsigned long bytes_to_overflow;  /* counts down; 0 after overflow */
+static unsigned int bytes_to_overflow;  /* counts down; 0 after overflow */
 
 static void message_put(struct queue *q, const char *ch)
 {
