@@ -41,6 +41,34 @@ int wire_request_end(stralloc *out, size_t frame_mark)
   return netstring_close(out, frame_mark);
 }
 
+int wire_hello_encode(stralloc *out, const char *client, size_t len, int present)
+{
+  size_t start = out->len;
+  size_t frame = netstring_open(out);
+  if (frame == (size_t)-1 || !netstring_cats(out, WIRE_HELLO_MAGIC)
+      || !wire_put_opt(out, client, len, present) || !netstring_close(out, frame))
+    return 0;
+  if (out->len - start > WIRE_MAX_HELLO) { out->len = start; return 0; }
+  return 1;
+}
+
+int wire_hello_decode(const char *buf, size_t len, const char **client, size_t *clen,
+                      int *present)
+{
+  const char *f[2];
+  size_t fl[2], pos = 0;
+  for (int i = 0; i < 2; ++i)
+    if (netstring_next(buf, len, &pos, &f[i], &fl[i]) != 1) return 0;
+  if (pos != len) return 0;
+  if (fl[0] != strlen(WIRE_HELLO_MAGIC) || memcmp(f[0], WIRE_HELLO_MAGIC, fl[0])) return 0;
+  if (fl[1] == 1 && f[1][0] == '-') { *present = 0; *client = 0; *clen = 0; return 1; }
+  if (fl[1] < 1 || f[1][0] != '+') return 0;
+  *present = 1;
+  *client = f[1] + 1;
+  *clen = fl[1] - 1;
+  return 1;
+}
+
 static int parse_code(const char *s, size_t len, int *code)
 {
   int v = 0;

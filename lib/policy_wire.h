@@ -40,7 +40,15 @@
  *      field's name as received, for the wrapper to check. label: the new
  *      field name with its colon, or empty to remove the field.
  * Strings are encoded as UTF-8 with surrogateescape. The callee checks only
- * the shape (types); the proxy checks the meaning (policy_verdict_check). */
+ * the shape (types); the proxy checks the meaning (policy_verdict_check).
+ *
+ * Hello (to qmail-idcheckd only): the first frame on a connection, written
+ * once right after connect in one write, before any request; at most
+ * WIRE_MAX_HELLO bytes. It says whom the session serves, so that the server
+ * can bound the workers one client holds at once:
+ *   0  "hello1"
+ *   1  client  optional               TCPREMOTEIP
+ * The server has no reply to it. */
 #ifndef POLICY_WIRE_H
 #define POLICY_WIRE_H
 #include <stddef.h>
@@ -48,6 +56,8 @@
 
 #define WIRE_MAGIC "checkID1"
 #define WIRE_MAX_FRAME (64u << 20)   /* a frame larger than this is refused */
+#define WIRE_HELLO_MAGIC "hello1"
+#define WIRE_MAX_HELLO 200
 
 enum policy_action {
   ACT_NONE = 0, ACT_ACCEPT, ACT_REJECT, ACT_FILTER, ACT_CONTINUE,
@@ -62,6 +72,14 @@ enum policy_action policy_action_parse(const char *s, size_t len);
 int wire_request_begin(stralloc *out, size_t *frame_mark, int nargs);
 int wire_put_opt(stralloc *out, const char *s, size_t len, int present);
 int wire_request_end(stralloc *out, size_t frame_mark);
+
+/* The hello frame (the whole frame, appended to out); 0 when the client
+ * text is too long for WIRE_MAX_HELLO. */
+int wire_hello_encode(stralloc *out, const char *client, size_t len, int present);
+/* Decode a hello frame's contents: 1 ok (*present 0: no client given),
+ * 0 malformed. */
+int wire_hello_decode(const char *buf, size_t len, const char **client, size_t *clen,
+                      int *present);
 
 struct policy_verdict {
   enum policy_action action;

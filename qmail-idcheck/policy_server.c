@@ -1,20 +1,27 @@
 /* checkID through a warm qmail-idcheckd: IDCHECK_SERVER names its Unix
- * socket. The session connects at its first call and keeps the connection
- * for its later calls; the frames are those qmail-idcheck-python speaks
- * (lib/policy_wire.h), one request, one reply.
+ * socket. The session connects at its first call, says whom it serves (the
+ * hello: TCPREMOTEIP, by which the server bounds the workers one client
+ * holds) and keeps the connection for its later calls; the frames are those
+ * qmail-idcheck-python speaks (lib/policy_wire.h), one request, one reply.
  *
- * Every wait ends at the call's deadline. A server that is down, slow, or
- * whose worker dies mid-call is a fault like a dying policy process; the
- * connection is dropped and the next call connects afresh. A connection the
- * server closed while idle (restart, idle limit) shows as EPIPE on the
- * request's write; one it closed with the request unread (stopping with
- * queued connections, an idle connection closed as the request arrived)
- * shows as ECONNRESET on the reply's read. Either way the server never saw
- * the request, so that call reconnects once, at once. */
+ * Every wait ends at the call's deadline. A server that is slow, or whose
+ * worker dies mid-call, is a fault like a dying policy process; the
+ * connection is dropped and the next call connects afresh. A server that
+ * is down (the socket is missing, or nobody listens on it) is told apart:
+ * policy.c may run the call embedded instead (IDCHECK_FALLBACK).
+ *
+ * A connection the server closed while idle (restart, idle limit) shows as
+ * EPIPE on the request's write; one it closed with the request unread
+ * (stopping with queued connections, an idle connection closed as the
+ * request arrived) shows as ECONNRESET on the reply's read. Either way the
+ * server never saw the request, so that call reconnects once, at once (and
+ * a server found down then is SERVER_DOWN too). */
 #include "policy_transport.h"
+#include "policy_wire.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -40,8 +47,28 @@ static void fault(stralloc *why, const char *what, const char *path, int err)
   if (err) { stralloc_cats(why, ": "); stralloc_cats(why, strerror(err)); }
 }
 
+/* The hello: whom this session serves (TCPREMOTEIP), the first bytes on a
+ * new connection. Written in one write on an empty socket. */
+static int hello_send(deadline_t deadline, stralloc *why)
+{
+  static stralloc hello;
+  const char *ip = getenv("TCPREMOTEIP");
+  hello.len = 0;
+  if (!(ip && wire_hello_encode(&hello, ip, strlen(ip), 1))
+      && !wire_hello_encode(&hello, 0, 0, 0)) {
+    stralloc_copys(why, "out of memory");
+    return 0;
+  }
+  if (write_all_deadline(fd, hello.s, hello.len, deadline) == 0) return 1;
+  fault(why, "cannot greet the policy server", 0, errno);
+  return 0;
+}
+
+/* 1 connected, 0 a fault, SERVER_DOWN: nobody serves the socket (missing,
+ * or refused: a server stopped or killed), so nothing was sent. */
 static int conn_open(const char *path, deadline_t deadline, stralloc *why)
 {
+  int r = 0;
   struct sockaddr_un sun;
   memset(&sun, 0, sizeof sun);
   sun.sun_family = AF_UNIX;
@@ -69,25 +96,32 @@ static int conn_open(const char *path, deadline_t deadline, stralloc *why)
       break;
     }
     if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
-      if (fcntl(fd, F_SETFL, O_NONBLOCK) == 0) return 1;
-      fault(why, "cannot connect to the policy server", path, errno);
+      if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+        fault(why, "cannot connect to the policy server", path, errno);
+        break;
+      }
+      if (hello_send(deadline, why)) return 1;
       break;
     }
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN) fault(why, "policy server busy (connect timed out):", path, 0);
     else fault(why, "cannot connect to the policy server", path, e);
+    if (e == ENOENT || e == ECONNREFUSED) r = SERVER_DOWN;
     break;
   }
   conn_close();
-  return 0;
+  return r;
 }
 
 int policy_server_call(const char *path, const stralloc *request, stralloc *reply,
                        deadline_t deadline, stralloc *why)
 {
   for (int attempt = 0; ; ++attempt) {
-    if (fd < 0 && !conn_open(path, deadline, why)) return 0;
+    if (fd < 0) {
+      int r = conn_open(path, deadline, why);
+      if (r != 1) return r;
+    }
     if (write_all_deadline(fd, request->s, request->len, deadline) < 0) {
       int e = errno;
       int reused = calls > 0;

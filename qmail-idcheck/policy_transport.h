@@ -19,6 +19,10 @@ int policy_process_call(const stralloc *request, stralloc *reply, deadline_t dea
                         stralloc *why);
 void policy_process_end(void);
 
+/* policy_call's contract, and SERVER_DOWN: the server cannot be reached
+ * (its socket is missing, or nobody listens on it) and never saw this
+ * request; why says so. */
+#define SERVER_DOWN (-1)
 int policy_server_call(const char *path, const stralloc *request, stralloc *reply,
                        deadline_t deadline, stralloc *why);
 void policy_server_end(void);

@@ -347,11 +347,11 @@ class Chain:
     (tcpserver → [prefix] SMTPD). variant: a chain variant (CHAIN_VARIANTS):
     the build our programs come from and which SMTPD, the stand-in or the
     real qmail-smtpd. env: per-connection variables, set by tcprules for
-    127.0.0.1. server_env: added to tcpserver's environment. control:
-    {file: text} written to home/control/ (me is standin.example unless
-    control gives it; text None: the file is absent). prefix: argv words put
-    before the chain (words starting with build/ are taken from the
-    variant's build directory).
+    127/8 (connect(source=) picks the client's address there). server_env:
+    added to tcpserver's environment. control: {file: text} written to
+    home/control/ (me is standin.example unless control gives it; text None:
+    the file is absent). prefix: argv words put before the chain (words
+    starting with build/ are taken from the variant's build directory).
 
     home/ is the session's qmail home: tcpserver runs there, the stand-in is
     told so (STANDIN_HOME), and the real qmail-smtpd, built with qmail home
@@ -423,7 +423,7 @@ class Chain:
                 with open(self.path('home', 'control', name), 'w') as f:
                     f.write(text)
 
-        rule = '127.0.0.1:allow'
+        rule = '127.:allow'
         for var, value in self.env.items():
             if '\n' in value or ',' in var or '=' in var:
                 raise HarnessError('tcprules cannot carry %s=%r' % (var, value))
@@ -468,8 +468,10 @@ class Chain:
 
     # -- connections and sessions --
 
-    def connect(self):
-        sock = socket.create_connection(('127.0.0.1', self.port), timeout=READ_TIMEOUT)
+    def connect(self, source=None):
+        """A new session; source: the client's address (any 127/8 one)."""
+        sock = socket.create_connection(('127.0.0.1', self.port), timeout=READ_TIMEOUT,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         myport = sock.getsockname()[1]
         ok = re.compile(r'^tcpserver: ok (\d+) .*:%d$' % myport, re.M)

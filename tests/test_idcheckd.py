@@ -255,26 +255,108 @@ def mail_reply(chain, sender='someone@example.com'):
     return line
 
 
+FALLBACK_LINE = re.compile(r'qmail-idcheck: pid \d+ policy server unreachable \(cannot connect to '
+                           r'the policy server \S+: (No such file or directory|Connection refused)\); '
+                           r'checkID runs embedded for this session\n')
+
+
+class DownChain(WarmChain):
+    """IDCHECK_SERVER names a socket nobody serves: 'missing' (no file, as a
+    stopped server leaves it) or 'refused' (a socket file nobody listens on,
+    as a killed server leaves it)."""
+
+    def __init__(self, *args, down='missing', **kw):
+        kw['start_server'] = False
+        super().__init__(*args, **kw)
+        if down == 'refused':
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(self.server_env['IDCHECK_SERVER'])
+            s.close()
+
+
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_server_down_is_tempfail(variant):
-    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'},
-                   start_server=False) as chain:
+@pytest.mark.parametrize('down', ['missing', 'refused'])
+@pytest.mark.parametrize('policy', ['t_basic', 't_headers'])
+def test_server_down_falls_back_to_embedded(variant, down, policy):
+    """IDCHECK_FALLBACK's default: a server that cannot be reached is
+    replaced by the session's own qmail-idcheck-python, with the same
+    replies and the same stored bytes (the policy's headers) as embedded."""
+    embedded = run_cases(harness.Chain, variant, policy)
+    logs = []
+
+    class Down(DownChain):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, down=down, **kw)
+
+        def stop(self, check=True):
+            logs.append(self.log())
+            super().stop(check)
+
+    fallback = run_cases(Down, variant, policy)
+    assert fallback[0] == embedded[0]
+    assert fallback[1] == embedded[1]
+    assert embedded[1], 'the cases store some messages'
+    # one line per session that called checkID, none of them a fault
+    assert len(FALLBACK_LINE.findall(logs[0])) == len(CASES[policy])
+    assert ('Connection refused' if down == 'refused' else 'No such file') in logs[0]
+    assert 'FAULT 451 4.3.0 cannot connect' not in logs[0]
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('value', ['none', 'off'])
+def test_server_down_is_tempfail(variant, value):
+    """IDCHECK_FALLBACK=none: the old behaviour, a fault. A value it does
+    not know counts as none, and says so."""
+    with DownChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
+                                            'IDCHECK_FALLBACK': value}) as chain:
         t0 = time.monotonic()
         assert mail_reply(chain) == (TEMPFAIL + '\r\n').encode()
         assert time.monotonic() - t0 < 3
         chain.wait_sessions()
-        assert 'mail FAULT 451 4.3.0 cannot connect to the policy server' in chain.log()
+        log = chain.log()
+        assert 'mail FAULT 451 4.3.0 cannot connect to the policy server' in log
+        assert 'embedded' not in log
+        assert ('IDCHECK_FALLBACK=off unknown, taken as none' in log) == (value == 'off')
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_server_down_onerror_accept(variant):
-    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
-                                            'IDCHECK_ONERROR': 'accept'},
-                   start_server=False) as chain:
+    with DownChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic',
+                                            'IDCHECK_FALLBACK': 'none',
+                                            'IDCHECK_ONERROR': 'accept'}) as chain:
         line = mail_reply(chain)
         assert line.startswith(b'250 '), line
         chain.wait_sessions()
         assert 'mail FAULT-ACCEPT cannot connect to the policy server' in chain.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_server_stopped_mid_session_falls_back(variant):
+    """The session's kept connection dies with the server and no new one
+    comes up: the next call runs embedded, and so does the rest of the
+    session, even after the server is back."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
+        c = chain.connect()
+        c.expect('220 standin.example ESMTP')
+        c.send('HELO client.example')
+        c.expect('250 standin.example')
+        c.send('MAIL FROM:<a@example.com>')
+        c.expect('250 2.1.0 mail ok: IP=127.0.0.1 ID=None H=client.example S=a@example.com')
+        assert chain.server.stop() == 0
+        c.send('RCPT TO:<b@example.org>')
+        c.expect('250 2.1.0 rcpt ok: R=b@example.org')
+        # a server with another policy (t_faults answers "250 fine") is back
+        chain.server = Server(variant, chain.logfile, {'IDCHECK_MODULE': 't_faults'},
+                              sockdir=chain.sockdir).start()
+        c.send('RCPT TO:<c@example.org>')
+        c.expect('250 2.1.0 rcpt ok: R=b@example.org,c@example.org')
+        c.send('QUIT')
+        c.expect('221 standin.example')
+        assert mail_reply(chain) == b'250 fine\r\n'   # a new session: the server
+        chain.wait_sessions()
+        log = chain.log()
+        assert len(FALLBACK_LINE.findall(log)) == 1
+        assert ' FAULT' not in log
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -325,6 +407,7 @@ def test_slow_worker_times_out_and_is_replaced(variant):
         assert mail_reply(chain, 'fine@example.com') == b'250 fine\r\n'
         chain.wait_sessions()
         assert 'mail FAULT 451 4.3.0 checkID call timed out' in chain.log()
+        assert 'embedded' not in chain.log()      # a live server: no fallback
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -387,6 +470,268 @@ def test_many_concurrent_sessions(variant):
         assert len(stored) == n
         assert sorted(e for _, e in stored) == sorted(
             b'Fs%d@example.com\0Tr%d@example.org\0\0' % (i, i) for i in range(n))
+
+
+# ---- isolation: slow clients hold only their own share ----
+#
+# The slow sessions come through one chain whose IDCHECK_CALLTIMEOUT outlasts
+# the test; the sessions under test come through a second chain (a second
+# tcpserver, a short call timeout) whose IDCHECK_SERVER is the first one's
+# socket. Each session picks its client address in 127/8.
+
+SLOW_TIMEOUT = '120'
+FAST_TIMEOUT = 3
+
+
+def sharing_chain(server_chain, variant):
+    """A second chain whose sessions call SERVER_CHAIN's qmail-idcheckd."""
+    return WarmChain('idcheck', variant, start_server=False,
+                     env={'IDCHECK_MODULE': 't_slow', 'IDCHECK_CALLTIMEOUT': str(FAST_TIMEOUT)},
+                     server_env={'IDCHECK_SERVER': server_chain.server.sock})
+
+
+def mail_from(chain, source, sender):
+    """A session from SOURCE up to its MAIL command; its reply not read yet."""
+    c = chain.connect(source=source)
+    c.expect('220 standin.example ESMTP')
+    c.send('HELO client.example')
+    c.expect('250 standin.example')
+    c.send('MAIL FROM:<%s>' % sender)
+    return c
+
+
+def slow_calls(chain, sources):
+    """One slow session per address in SOURCES, each call busy in a worker."""
+    conns = [mail_from(chain, src, 'slow@example.com') for src in sources]
+    want = {src: sources.count(src) for src in sources}
+    assert harness._wait_until(
+        lambda: all(chain.log().count('policy: slow call from %s\n' % src) >= n
+                    for src, n in want.items()), 30), chain.log()[-3000:]
+    return conns
+
+
+def hang_up(chain, conns):
+    """The slow sessions go away (their workers are killed), so the test
+    does not wait for the calls to end."""
+    for c in conns:
+        os.kill(c.pid, signal.SIGKILL)
+    assert harness._wait_until(
+        lambda: chain.log().count('killed: its session hung up mid-call') >= len(conns), 10)
+
+
+def answer(ip, sender='someone@example.com'):
+    return ('250 2.1.0 mail ok: IP=%s ID=None H=client.example S=%s' % (ip, sender))
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_slow_clients_do_not_starve_others(variant):
+    """-n 2: two clients whose calls are slow hold both workers; a third
+    client's call gets its real verdict within its call timeout (the pool
+    grows), and the extra worker is retired once idle (-k)."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_slow',
+                                            'IDCHECK_CALLTIMEOUT': SLOW_TIMEOUT},
+                   server_args=['-n', '2', '-k', '1']) as slow:
+        with sharing_chain(slow, variant) as chain:
+            held = slow_calls(slow, ['127.0.0.2', '127.0.0.3'])
+            c = mail_from(chain, '127.0.0.4', 'someone@example.com')
+            c.expect(answer('127.0.0.4'), timeout=FAST_TIMEOUT + 5)
+            c.send('QUIT')
+            c.expect('221 standin.example')
+            chain.wait_sessions()
+            assert 'FAULT' not in chain.log()
+            hang_up(slow, held)
+            # back to -n: the grown worker retires, the killed ones are replaced
+            assert harness._wait_until(lambda: 'retired (idle' in slow.log(), 10), slow.log()
+            assert harness._wait_until(lambda: len(slow.server.workers()) == 2, 10)
+            log = slow.server.log()
+            assert re.search(r'worker 3 pid \d+ started \(calls waiting\)', log), log
+            assert re.search(r'worker 3 pid \d+ retired \(idle 1 s\)', log), log
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_one_client_holds_at_most_its_share(variant):
+    """-p 2 (the default): a client with two slow calls in workers has its
+    next call wait (it times out: 451) even though the pool could grow,
+    while another client's call, made after it, is answered."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_slow',
+                                            'IDCHECK_CALLTIMEOUT': SLOW_TIMEOUT}) as slow:
+        with sharing_chain(slow, variant) as chain:
+            held = slow_calls(slow, ['127.0.0.2', '127.0.0.2'])
+            same = mail_from(chain, '127.0.0.2', 'someone@example.com')
+            other = mail_from(chain, '127.0.0.3', 'someone@example.com')
+            other.expect(answer('127.0.0.3'), timeout=FAST_TIMEOUT + 5)
+            same.expect(TEMPFAIL, timeout=FAST_TIMEOUT + 5)
+            chain.wait_sessions()
+            assert 'mail FAULT 451 4.3.0 checkID call timed out (policy server)' in chain.log()
+            assert re.search(r'client 127\.0\.0\.2 at its limit of 2 \(-p\): session pid \d+ waits',
+                             slow.log()), slow.log()
+            hang_up(slow, held)
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_pool_grows_at_most_to_its_limit(variant):
+    """-x 2: with both workers busy with slow calls of two clients, a third
+    client's call waits (and times out) rather than a third worker starting."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_slow',
+                                            'IDCHECK_CALLTIMEOUT': SLOW_TIMEOUT},
+                   server_args=['-n', '1', '-x', '2']) as slow:
+        with sharing_chain(slow, variant) as chain:
+            held = slow_calls(slow, ['127.0.0.2', '127.0.0.3'])
+            c = mail_from(chain, '127.0.0.4', 'someone@example.com')
+            c.expect(TEMPFAIL, timeout=FAST_TIMEOUT + 5)
+            chain.wait_sessions()
+            log = slow.server.log()
+            assert 'worker 3' not in log
+            assert 'pool at its limit of 2 workers (-x): calls wait' in log
+            hang_up(slow, held)
+
+
+# ---- the server's side of the wire, spoken directly ----
+
+def ns(b):
+    return b'%d:%s,' % (len(b), b)
+
+
+def hello_frame(ip):
+    return ns(ns(b'hello1') + ns(b'+' + ip))
+
+
+def request_frame(ip, sender):
+    """A checkID call at MAIL (lib/policy_wire.h): 4 arguments."""
+    fields = [b'checkID1', b'4', b'+' + ip, b'-', b'+client.example', b'+' + sender,
+              b'', b'', b'-', b'0', b'']
+    return ns(b''.join(ns(f) for f in fields))
+
+
+class RawSession:
+    """What qmail-idcheck does on IDCHECK_SERVER: connect, hello, calls."""
+
+    def __init__(self, path, ip):
+        self.ip = ip
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.sock.sendall(hello_frame(ip))
+        self.buf = b''
+
+    def call(self, sender):
+        self.sock.sendall(request_frame(self.ip, sender))
+
+    def pending(self):
+        """Whatever of a reply has arrived, without waiting."""
+        self.sock.setblocking(False)
+        try:
+            self.buf += self.sock.recv(65536)
+        except BlockingIOError:
+            pass
+        self.sock.setblocking(True)
+        return self.buf
+
+    def reply(self, timeout=30):
+        """The reply's fields: magic, action, code, xcode, text, headers."""
+        self.sock.settimeout(timeout)
+        while True:
+            m = re.match(rb'(\d+):', self.buf)
+            if m and len(self.buf) > m.end() + int(m.group(1)):
+                payload = self.buf[m.end():m.end() + int(m.group(1))]
+                self.buf = self.buf[m.end() + int(m.group(1)) + 1:]
+                break
+            data = self.sock.recv(65536)
+            assert data, 'the server closed the connection'
+            self.buf += data
+        fields = []
+        while payload:
+            m = re.match(rb'(\d+):', payload)
+            n = int(m.group(1))
+            fields.append(payload[m.end():m.end() + n])
+            payload = payload[m.end() + n + 1:]
+        return fields
+
+    def close(self):
+        self.sock.close()
+
+
+def mail_ok(ip, sender):
+    return [b'checkID1', b'CONTINUE', b'250', b'2.1.0',
+            b'mail ok: IP=%s ID=None H=client.example S=%s' % (ip, sender), b'']
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_ipv6_client_is_its_64(variant, tmp_path):
+    """-p 1: an IPv6 client is its /64 (another address in it is the same
+    client; another /64 is not), and the hello names it. The policy's log
+    lines carry the session's pid, which the master passes with the call."""
+    s = Server(variant, str(tmp_path / 'log'), {'IDCHECK_MODULE': 't_slow'}, args=['-p', '1']).start()
+    try:
+        a = RawSession(s.sock, b'2001:db8:1:2::5')
+        a.call(b'slow@example.com')
+        assert harness._wait_until(lambda: 'qmail-idcheck: pid %d policy: slow call from '
+                                   '2001:db8:1:2::5\n' % os.getpid() in s.log(), 30), s.log()
+        b = RawSession(s.sock, b'2001:db8:1:2:ffff::6')
+        b.call(b'b@example.com')
+        c = RawSession(s.sock, b'2001:db8:1:3::6')
+        c.call(b'c@example.com')
+        assert c.reply() == mail_ok(b'2001:db8:1:3::6', b'c@example.com')
+        assert harness._wait_until(lambda: 'client 2001:db8:1:2::/64 at its limit of 1 (-p): '
+                                   'session pid %d waits' % os.getpid() in s.log(), 10), s.log()
+        assert b.pending() == b''       # its client's one worker is a's
+        a.close()                       # a gives up: its worker is killed, b's call goes on
+        assert b.reply() == mail_ok(b'2001:db8:1:2:ffff::6', b'b@example.com')
+        # the same connection serves the session's next call
+        c.call(b'c2@example.com')
+        assert c.reply() == mail_ok(b'2001:db8:1:3::6', b'c2@example.com')
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_connection_without_hello_is_closed(variant, tmp_path):
+    """A request where the hello belongs: closed, logged, the server goes on."""
+    s = Server(variant, str(tmp_path / 'log'), {'IDCHECK_MODULE': 't_basic'}).start()
+    try:
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(s.sock)
+        raw.sendall(request_frame(b'192.0.2.1', b'a@example.com'))
+        raw.settimeout(10)
+        try:
+            assert raw.recv(100) == b''
+        except ConnectionResetError:
+            pass
+        raw.close()
+        assert re.search(r'session pid %d sent no valid hello: connection closed' % os.getpid(), s.log())
+        good = RawSession(s.sock, b'192.0.2.1')
+        good.call(b'a@example.com')
+        assert good.reply() == mail_ok(b'192.0.2.1', b'a@example.com')
+    finally:
+        assert s.stop() == 0
+
+
+def test_silent_connection_closed_at_hello_deadline(tmp_path):
+    """A connection that never says hello is closed after 10 s."""
+    s = Server('plain', str(tmp_path / 'log'), {'IDCHECK_MODULE': 't_basic'}).start()
+    try:
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(s.sock)
+        raw.settimeout(20)
+        assert raw.recv(100) == b''
+        raw.close()
+        assert 'session pid %d sent no hello: connection closed' % os.getpid() in s.log()
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_idle_connection_closed(variant, tmp_path):
+    """-i 1: a connection without a call for a second is closed (no tick:
+    the master wakes for it); the session reconnects at its next call."""
+    s = Server(variant, str(tmp_path / 'log'), {'IDCHECK_MODULE': 't_basic'}, args=['-i', '1']).start()
+    try:
+        r = RawSession(s.sock, b'192.0.2.1')
+        r.call(b'a@example.com')
+        assert r.reply() == mail_ok(b'192.0.2.1', b'a@example.com')
+        r.sock.settimeout(10)
+        assert r.sock.recv(100) == b''
+    finally:
+        assert s.stop() == 0
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
