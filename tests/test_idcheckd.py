@@ -599,7 +599,7 @@ def hello_frame(ip):
 def request_frame(ip, sender):
     """A checkID call at MAIL (lib/policy_wire.h): 4 arguments."""
     fields = [b'checkID1', b'4', b'+' + ip, b'-', b'+client.example', b'+' + sender,
-              b'', b'', b'-', b'0', b'']
+              b'', b'', b'-', b'0', b'', b'0']
     return ns(b''.join(ns(f) for f in fields))
 
 
