@@ -132,7 +132,7 @@ int rbl_block_text(stralloc *text, const struct rbl_list *l, const struct rbl_cl
   int ok = 1;
 
   memset(&txt, 0, sizeof txt);   /* IDLE: not asked */
-  if (servers) {
+  if (servers && now_ms() < deadline) {   /* past it, an answer could not be used */
     ok = rbl_client_name(&name, c, l->base, l->baselen);
     if (ok) {
       rbl_query_start(&txt, servers, name.s, name.len, DNS_T_TXT);
