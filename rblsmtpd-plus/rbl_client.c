@@ -1,4 +1,5 @@
 #include "rbl_client.h"
+#include "rbl_numbers.h"
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -33,14 +34,8 @@ int rbl_client_name(stralloc *out, const struct rbl_client *c, const char *base,
 
   if (!stralloc_copys(out, "")) return 0;
   if (c->family == 4) {
-    for (int i = 3; i >= 0; --i) {
-      unsigned int v = c->ip[i], n = 0;
-      if (v >= 100) num[n++] = (char)('0' + v / 100);
-      if (v >= 10) num[n++] = (char)('0' + v / 10 % 10);
-      num[n++] = (char)('0' + v % 10);
-      num[n++] = '.';
-      if (!stralloc_catb(out, num, n)) return 0;
-    }
+    for (int i = 3; i >= 0; --i)
+      if (!rbl_cat_ulong(out, c->ip[i]) || !stralloc_cats(out, ".")) return 0;
   } else {
     for (int i = 15; i >= 0; --i) {
       num[0] = hex[c->ip[i] & 15];

@@ -1,4 +1,5 @@
 #include "rbl_codes.h"
+#include "scan.h"
 
 static uint32_t addr_of(const char ip[4])
 {
@@ -14,25 +15,30 @@ int rbl_code_is_error(const char ip[4])
   return a >= 0x7ffffffcu && a <= 0x7fffffffu;
 }
 
+/* 1 to max decimal digits at s (of len bytes) and no more: how many, 0 if
+ * none or too many. */
+static unsigned int digits_at(const char *s, unsigned int len, unsigned int max, unsigned long *v)
+{
+  unsigned int n = (unsigned int)scan_ulongn(s, len < max ? len : max, v);
+  if (n < len && s[n] >= '0' && s[n] <= '9') return 0;
+  return n;
+}
+
 /* A strict dotted quad at s: the bytes used, 0 if none. */
 static unsigned int scan_quad(const char *s, unsigned int len, uint32_t *out)
 {
   unsigned int pos = 0;
   uint32_t a = 0;
   for (int part = 0; part < 4; ++part) {
+    unsigned long v;
     if (part) {
       if (pos >= len || s[pos] != '.') return 0;
       ++pos;
     }
-    unsigned int digits = 0, v = 0;
-    while (pos < len && s[pos] >= '0' && s[pos] <= '9' && digits < 3) {
-      v = v * 10 + (unsigned int)(s[pos] - '0');
-      ++pos;
-      ++digits;
-    }
+    unsigned int digits = digits_at(s + pos, len - pos, 3, &v);
     if (!digits || v > 255) return 0;
-    if (pos < len && s[pos] >= '0' && s[pos] <= '9') return 0;
-    a = (a << 8) | v;
+    pos += digits;
+    a = (a << 8) | (uint32_t)v;
   }
   *out = a;
   return pos;
@@ -57,14 +63,11 @@ int rbl_codes_parse(struct rbl_codes *c, const char *s, unsigned int len)
       if (!k || hi < lo) return 0;
       pos += k;
     } else if (pos < len && s[pos] == '/') {
-      unsigned int bits = 0, digits = 0;
+      unsigned long bits;
       ++pos;
-      while (pos < len && s[pos] >= '0' && s[pos] <= '9' && digits < 2) {
-        bits = bits * 10 + (unsigned int)(s[pos] - '0');
-        ++pos;
-        ++digits;
-      }
+      unsigned int digits = digits_at(s + pos, len - pos, 2, &bits);
       if (!digits || bits < 8 || bits > 32) return 0;
+      pos += digits;
       uint32_t mask = bits == 32 ? 0xffffffffu : ~(0xffffffffu >> bits);
       if (lo & ~mask) return 0;   /* 127.0.0.1/8: say what you mean */
       hi = lo | ~mask;

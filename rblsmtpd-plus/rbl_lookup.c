@@ -58,17 +58,24 @@ static int well_formed(const char *buf, unsigned int len)
   return k == 0;
 }
 
-static void answered(struct rbl_query *q)
+int rbl_answer_read(const char qtype[2], const char *packet, unsigned int len, stralloc *result)
 {
   int r;
-  if (!well_formed(q->tx.packet, q->tx.packetlen))
+  if (!well_formed(packet, len))
     r = -1;
-  else if (!memcmp(q->qtype, DNS_T_TXT, 2))
-    r = dns_txt_packet(&q->result, q->tx.packet, q->tx.packetlen);
+  else if (!memcmp(qtype, DNS_T_TXT, 2))
+    r = dns_txt_packet(result, packet, len);
   else {
-    r = dns_ip4_packet(&q->result, q->tx.packet, q->tx.packetlen);
-    if (r != -1) sort_ip4(&q->result);
+    r = dns_ip4_packet(result, packet, len);
+    if (r != -1) sort_ip4(result);
   }
+  if (r == -1) result->len = 0;
+  return r == -1 ? -1 : 0;
+}
+
+static void answered(struct rbl_query *q)
+{
+  int r = rbl_answer_read(q->qtype, q->tx.packet, q->tx.packetlen, &q->result);
   q->state = r == -1 ? RBL_Q_FAILED : RBL_Q_ANSWERED;
   dns_transmit_free(&q->tx);
 }

@@ -31,4 +31,13 @@ void rbl_query_run(struct rbl_query *q[], unsigned int n, deadline_t deadline,
 
 void rbl_query_stop(struct rbl_query *q);
 
+/* The answer to a query of qtype (DNS_T_A or DNS_T_TXT) in packet, as
+ * received: for A the IN A addresses, 4 bytes each, sorted; for TXT the IN
+ * TXT strings joined, bytes outside 32..126 as '?' (libowfat's
+ * dns_ip4_packet and dns_txt_packet). 0, or -1 (result empty) when the
+ * packet is malformed -- lib/dns_answer finds a record past its end, or an
+ * IN A record is not 4 bytes, or an IN TXT record's strings do not fit it
+ * exactly -- or memory ran out. No I/O: tests/fuzz/fuzz_rbl_answer.c. */
+int rbl_answer_read(const char qtype[2], const char *packet, unsigned int len, stralloc *result);
+
 #endif

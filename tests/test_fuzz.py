@@ -25,7 +25,9 @@ def test_fuzz_harness(name):
         pytest.skip('%s not built (make fuzz-build needs clang)' % binary)
     seeds = os.path.join(FUZZ_DIR, 'corpus', name)
     assert os.listdir(seeds), 'no seed corpus for %s' % name
-    work = tempfile.mkdtemp(prefix='fuzz-', dir=os.path.join(harness.TESTS, 'tmp'))
+    tmp = os.path.join(harness.TESTS, 'tmp')
+    os.makedirs(tmp, exist_ok=True)   # run alone, no earlier test made it
+    work = tempfile.mkdtemp(prefix='fuzz-', dir=tmp)
     try:
         r = subprocess.run([binary, '-max_total_time=' + SECONDS, '-print_final_stats=1',
                             '-artifact_prefix=' + work + '/', work, seeds],

@@ -310,6 +310,26 @@ def test_malformed_text_answer_gets_the_fallback_text(plus, dns, case):
     assert r.out == blocked_reply(b'listed in bl.test (127.0.0.2)'), (r.out, r.err)
 
 
+def test_no_text_query_after_the_deadline(plus, dns):
+    """The list before bl.test never answers (fail open), so bl.test's hit
+    blocks only at the deadline: a TXT answer could no longer be used, the
+    TXT query is not sent, and the reply has the fallback text."""
+    asked = []
+
+    def respond(q):
+        asked.append(question_type(q))
+        if b'\x05never\x04test' in q:
+            return None
+        return reply(q, [A_2] if question_type(q) == 'A' else [record('TXT', b'\x06a text')])
+    with PacketServer(dns, respond) as srv:
+        r = run(plus, ['-w', '0.3', '-r', 'never.test', '-r', 'bl.test'], '192.0.2.1', dns,
+                server=srv.ip, stdin=b'DATA\r\n')
+        # answered after every packet rblsmtpd-plus sent was read (one socket, in order)
+        assert dns.query('marker.test', 'MX', server=srv.ip) is not None
+    assert r.out == GREET + b'451 listed in bl.test (127.0.0.2)\r\n', (r.out, r.err)
+    assert asked == ['A', 'A', 'MX'], asked   # no TXT
+
+
 def test_well_formed_packet_server_answer_blocks(plus, dns):
     """The same server with a sound answer: the malformed cases above fail
     for their packets, not for the server."""

@@ -12,11 +12,17 @@ CFLAGS_tests_fuzz_ := -Iqmail-idcheck -Irblsmtpd-plus
 FUZZ_PROXY_OBJS := $(addprefix $(BUILD)/obj/qmail-idcheck/,data_scan.o ehlo_rewrite.o \
   stream.o message_collect.o client.o session_end.o)
 
+# rblsmtpd-plus's DNS answer reading, for fuzz_rbl_answer alone (a harness's
+# own objects are a line of their own below; the link puts the archive last).
+FUZZ_RBL_OBJS := $(BUILD)/obj/rblsmtpd-plus/rbl_lookup.o
+
 .PHONY: fuzz fuzz-build fuzzers
 fuzzers: $(FUZZERS:%=$(BUILD)/%)
 
 $(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_PROXY_OBJS) $(LIBIDCHECK)
-	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(OWFAT)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LIBIDCHECK) $(OWFAT)
+
+$(BUILD)/fuzz_rbl_answer: $(FUZZ_RBL_OBJS)
 
 fuzz-build:
 	$(MAKE) BUILD=build-fuzz CC=clang SAN="$(FUZZ_SAN)" STATIC= fuzzers
