@@ -12,7 +12,8 @@ int dns_answer_start(struct dns_answer *a, const char *buf, unsigned int len)
   unsigned int pos = dns_packet_copy(buf, len, 0, header, 12);
   if (!pos) return 0;
   pos = dns_packet_skipname(buf, len, pos);   /* the question: name, type, class */
-  if (!pos || len - pos < 4) return 0;
+  /* a name ending in a pointer on the last byte leaves pos past the end */
+  if (!pos || pos > len || len - pos < 4) return 0;
   a->buf = buf;
   a->len = len;
   a->pos = pos + 4;
