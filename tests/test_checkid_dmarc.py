@@ -228,6 +228,25 @@ def test_several_from_addresses(env):
     assert got[0] == 'ACCEPT'
 
 
+def test_authors_that_cannot_be_checked_fail(env):
+    """A From the address parser gives up on (comments nested too deep for
+    it) or more than 5 author domains: fail, with the reject disposition,
+    never a fault or a pass."""
+    unchecked = (550, '5.7.1', "The message's author (From) cannot be checked")
+    assert data('a@dmarc-none.test', ['From: ' + '(' * 5000 + 'ceo@dmarc-none.test']) == (
+        'REJECT', unchecked, [])
+    many = ', '.join('a@d%d.dmarc-none.test' % i for i in range(6))
+    assert data('a@dmarc-none.test', ['From: ' + many]) == ('REJECT', unchecked, [])
+    env.setenv('CHECKID_DMARC_REJECT', 'FILTER')
+    got = data('a@dmarc-none.test', ['From: ' + many])
+    assert got[0] == 'FILTER'
+    assert ar_of(got).endswith('dmarc=fail reason="more than 5 author domains"')
+    # five are checked, each by its own policy
+    five = ', '.join('a@d%d.dmarc-none.test' % i for i in range(5))
+    got = data('a@dmarc-none.test', ['From: ' + five])
+    assert ar_of(got).count('dmarc=pass (p=none dis=none)') == 5
+
+
 @pytest.mark.parametrize('fields,reason', [
     (['Subject: no From'], 'no From field'),
     (['From: undisclosed-recipients:;'], 'From without an address'),
@@ -401,6 +420,8 @@ def test_helo_identity_and_odd_senders(env):
     (' (unclosed comment mx.checkid.test; none', None),
     ('', None),
     (' @mx.checkid.test; none', None),
+    ('(' * 1000 + 'x' + ')' * 1000 + ' mx.checkid.test; none', None),    # too deep for authres
+    (' ' + '(a)' * 300 + ' mx.checkid.test; none', None),                # past READ_MAX
 ])
 def test_claimed_authserv_id(value, claimed):
     assert authresults.claimed_id(value) == claimed

@@ -277,12 +277,15 @@ def _dmarc(Hdrs, S, H, spf_from, signatures, cfg, hdrscut, trace):
 
 def _dmarc_action(verdicts, cfg):
     """(action, reply reason, domain) for the strictest failing verdict."""
+    from . import dmarc
     worst = ('ACCEPT', 'ok', None)
     for v in verdicts:
         if v.result not in ('fail', 'temperror') or v.disposition == 'none':
             continue
         action = cfg.dmarc_actions[v.disposition]
-        why = 'dmarc-unseen' if v.reason and v.applied is None else 'dmarc'
+        why = 'dmarc'
+        if v.applied is None:                           # an author that cannot be checked
+            why = 'dmarc-unseen' if v.reason.endswith(dmarc.UNSEEN) else 'dmarc-author'
         if v.result == 'temperror' and action == 'REJECT':
             action, why = 'TEMPFAIL', 'dmarc-temp'      # the sender may try again
         if _SEVERITY[action] > _SEVERITY[worst[0]]:

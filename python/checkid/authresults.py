@@ -26,7 +26,8 @@ host had written it.
 import re
 
 _authres = None
-READ_MAX = 2048       # characters of an incoming field read for its authserv-id
+READ_MAX = 512        # characters of an incoming field read for its authserv-id
+                      # (authres's parser is quadratic; beyond: unreadable)
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+\Z")        # RFC 2045 token
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 
@@ -126,7 +127,7 @@ def claimed_id(value):
             if not h._parse_rfc5322_cfws():
                 break
         found = h._parse_rfc2045_value()
-    except (ar.AuthResError, ValueError, TypeError, AttributeError):
+    except Exception:        # SyntaxError, RecursionError (nested comments): unreadable
         return None
     rest = h._parse_text
     if not found or (rest and rest[0] not in ' \t;(0123456789'):

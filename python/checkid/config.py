@@ -121,6 +121,7 @@ REPLIES = {
     'dmarc-temp': (451, '4.7.1', "Temporary failure checking the DMARC policy of '%(from)s', "
                                  "try again later"),
     'dmarc-unseen': (550, '5.7.1', "Header section too large to check the message's author"),
+    'dmarc-author': (550, '5.7.1', "The message's author (From) cannot be checked"),
 }
 
 ACTIONS = ('ACCEPT', 'REJECT', 'FILTER', 'CONTINUE', 'TEMPFAIL', 'DISCARD')

@@ -14,10 +14,13 @@ verified them, and returns one Verdict per author domain:
 
 Author domains (section 6.6.1): every address of every From field; the
 policy of each domain is evaluated and the strictest failing one wins. No
-From field, or no address with a domain: permerror, nothing enforced. When
-qmail-idcheck could not pass every header field (hdrscut > 0: Hdrs is
-capped at 256 KB), a From field may have been among those left out: the
-message fails, with the reject disposition, whatever the fields seen say.
+From field, or no address with a domain: permerror, nothing enforced. An
+author that cannot be checked fails with the reject disposition, whatever
+the rest says: when qmail-idcheck could not pass every header field
+(hdrscut > 0: Hdrs is capped at 256 KB) a From may be among those left
+out; a From the address parser gives up on (comments nested thousands
+deep) may show a mail reader a domain; more than MAX_AUTHORS author
+domains would each cost DNS lookups within one call's deadline.
 
 Policy discovery (section 6.6.3): the TXT records at _dmarc.<domain> that
 start with v=DMARC1; none: the same at the organizational domain (psl.py),
@@ -45,6 +48,10 @@ import collections
 from . import names
 
 Verdict = collections.namedtuple('Verdict', 'result domain applied disposition reason')
+MAX_AUTHORS = 5
+UNSEEN = 'not seen'          # the reasons of the fails of authors that cannot be checked
+UNREADABLE = 'From not readable'
+TOO_MANY = 'more than %d author domains' % MAX_AUTHORS
 POLICIES = ('none', 'quarantine', 'reject')
 DOWNGRADE = {'reject': 'quarantine', 'quarantine': 'none', 'none': 'none'}
 
@@ -68,6 +75,8 @@ def _addresses(value):
             pairs = getaddresses([value], strict=strict)
         except TypeError:                 # a Python without the strict parser
             pairs = getaddresses([value])
+        except RecursionError:            # comments nested beyond the parser
+            return None
         found = [a for _, a in pairs if a]
         if found:
             return found
@@ -75,13 +84,16 @@ def _addresses(value):
 
 
 def author_domains(Hdrs):
-    """(domains in order, problem or None)."""
+    """(domains in order, problem or None); problem UNREADABLE when the
+    parser gave up on a From."""
     values = [value for name, value in map(_field, Hdrs or []) if name == 'from']
     if not values:
         return [], 'no From field'
     domains, problem = [], None
     for value in values:
         addresses = _addresses(value)
+        if addresses is None:
+            return domains, UNREADABLE
         if not addresses:
             problem = 'From without an address'
         for address in addresses:
@@ -194,8 +206,14 @@ def evaluate(domain, spf, signatures, record, organizational, draw):
 def check(Hdrs, spf, signatures, record, organizational, draw, hdrscut=0):
     """[Verdict], one per author domain (at least one)."""
     domains, problem = author_domains(Hdrs)
+    reason = None
     if hdrscut > 0:
-        reason = '%d header field%s not seen' % (hdrscut, '' if hdrscut == 1 else 's')
+        reason = '%d header field%s %s' % (hdrscut, '' if hdrscut == 1 else 's', UNSEEN)
+    elif problem == UNREADABLE:
+        reason = UNREADABLE
+    elif len(domains) > MAX_AUTHORS:
+        reason, domains = TOO_MANY, []
+    if reason:
         return [Verdict('fail', d, None, 'reject', reason) for d in domains or [None]]
     if not domains:
         return [Verdict('permerror', None, None, 'none', problem)]
