@@ -544,3 +544,6 @@ def test_field_values_are_pvalues():
     assert authresults.mailfrom_value('a.b+c@example.com', 'example.com') == 'a.b+c@example.com'
     assert authresults.mailfrom_value('"a b"@example.com', 'example.com') == 'example.com'
     assert authresults.mailfrom_value('a..b@example.com', 'example.com') == 'example.com'
+    assert authresults.mailfrom_value('x' * 64 + '@example.com', 'example.com') == \
+        'x' * 64 + '@example.com'
+    assert authresults.mailfrom_value('x' * 65 + '@example.com', 'example.com') == 'example.com'

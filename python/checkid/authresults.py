@@ -69,9 +69,10 @@ control_me = _control_me
 
 def mailfrom_value(sender, domain):
     """What smtp.mailfrom shows: the address, or its domain alone when the
-    local part is not a plain dot-atom (a pvalue must stay unquoted)."""
+    local part is not a plain dot-atom (a pvalue must stay unquoted) or is
+    longer than RFC 5321's 64 octets (the field must stay foldable)."""
     local = sender.rsplit('@', 1)[0] if '@' in sender else ''
-    if local and _LOCAL.match(local):
+    if local and len(local) <= 64 and _LOCAL.match(local):
         return '%s@%s' % (local, domain)
     return domain
 
