@@ -22,7 +22,7 @@ from test_checkid_embedded import signed_message
 
 VARIANTS = harness.variants()
 PLAIN = VARIANTS[:1]          # policy-only variations: the C paths are the same
-NEEDS_C_EDITS = 'needs the C side of field edits (checkID\'s 4th element)'
+NEEDS_C_EDITS = 'needs the C side of field edits'
 NEEDS_C_HDRSCUT = 'needs the C side of idcheck.hdrscut'
 
 
