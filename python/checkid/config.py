@@ -145,7 +145,9 @@ class _Reading:
 
 def for_environ(environ):
     """Config(environ), remembered per process by the values of the
-    variables it reads: the settings are parsed once, not at every call."""
+    variables it reads: the settings are parsed once, not at every call.
+    (So Config must ask for every variable it uses whatever their values:
+    the names are learnt from the first construction.)"""
     global _variables
     env = environ or {}
     if _variables is None:
