@@ -599,12 +599,14 @@ class Chain:
 class Dialogue:
     """A parsed .dlg file: set-up directives, then the dialogue steps, as
     they hold for SMTPD ('standin' or 'real': lines marked standin-only are
-    left out for the real qmail-smtpd)."""
+    left out for the real qmail-smtpd). `include NAME` puts the lines of
+    dialogues/include/NAME in its place, read as if they stood there."""
 
     SETUP = ('chain', 'policy', 'env', 'server-env', 'control', 'no-control', 'prefix',
              'standin-only')
     STEPS = ('connect', 'send', 'sendraw', 'expect', 'expect-eof', 'close', 'sleep',
              'kill-backend', 'stored', 'message', 'messageraw', 'envelope', 'log', 'no-log')
+    INCLUDE_DIR = os.path.join(TESTS, 'dialogues', 'include')
 
     def __init__(self, path, smtpd='standin'):
         self.path = path
@@ -615,19 +617,22 @@ class Dialogue:
         self.control = {}
         self.prefix = []
         self.standin_only = False
-        self.steps = []             # (lineno, directive, argument)
-        with open(path, encoding='utf-8', errors='surrogateescape') as f:
-            lines = f.read().split('\n')
-        if lines and lines[-1] == '':
-            lines.pop()
+        self.steps = []             # (where, directive, argument); where: file:line
+        lines = self._lines(path, lambda n: '%s:%d' % (self.name, n))
         i = 0
         while i < len(lines):
-            lineno, line = i + 1, lines[i]
+            where, line, included = lines[i]
             i += 1
             if line == '' or line.startswith('#'):
                 continue
             word, _, arg = line.partition(' ')
-            where = '%s:%d' % (self.name, lineno)
+            if word == 'include':
+                # Its lines stand in its place: they are read by this loop
+                # like any other, standin-only and message blocks included.
+                if included:
+                    raise HarnessError('%s: an included file cannot include' % where)
+                lines[i:i] = self._included(where, arg)
+                continue
             only_standin = False
             repeat = 1
             if word == 'repeat':
@@ -641,13 +646,13 @@ class Dialogue:
                 # A single directive that holds for the stand-in only.
                 only_standin = True
                 word, _, arg = arg.partition(' ')
-                if word in self.SETUP:
+                if word in self.SETUP or word == 'include':
                     raise HarnessError('%s: standin-only cannot prefix %s' % (where, word))
                 if word not in self.STEPS:
                     raise HarnessError('%s: unknown directive %r' % (where, word))
             if only_standin and smtpd != 'standin':
                 if word == 'message':
-                    while i < len(lines) and lines[i] != '.end':
+                    while i < len(lines) and lines[i][1] != '.end':
                         i += 1
                     i += 1
                 continue
@@ -661,10 +666,10 @@ class Dialogue:
                     if i >= len(lines):
                         raise HarnessError('%s: message without .end' % where)
                     i += 1
-                    if lines[i - 1] == '.end':
+                    if lines[i - 1][1] == '.end':
                         break
-                    body.append(lines[i - 1])
-                self.steps.append((lineno, word, body))
+                    body.append(lines[i - 1][1])
+                self.steps.append((where, word, body))
             elif word in self.STEPS:
                 if word in ('sendraw', 'messageraw'):
                     try:
@@ -673,9 +678,27 @@ class Dialogue:
                         raise HarnessError('%s: %s' % (where, e))
                 elif word in ('stored',) and not arg.isdigit():
                     raise HarnessError('%s: stored wants a number' % where)
-                self.steps.extend([(lineno, word, arg)] * repeat)
+                self.steps.extend([(where, word, arg)] * repeat)
             else:
                 raise HarnessError('%s: unknown directive %r' % (where, word))
+
+    @staticmethod
+    def _lines(path, where, included=False):
+        """[(where(lineno), line, included)] of a file, without the final
+        newline."""
+        with open(path, encoding='utf-8', errors='surrogateescape') as f:
+            lines = f.read().split('\n')
+        if lines and lines[-1] == '':
+            lines.pop()
+        return [(where(n), line, included) for n, line in enumerate(lines, 1)]
+
+    def _included(self, where, name):
+        """The lines of dialogues/include/NAME, each placed as
+        'this.dlg:4 (include helo, line 2)'."""
+        path = os.path.join(self.INCLUDE_DIR, name)
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', name) or not os.path.isfile(path):
+            raise HarnessError('%s: include NAME: no file dialogues/include/%s' % (where, name))
+        return self._lines(path, lambda n: '%s (include %s, line %d)' % (where, name, n), True)
 
     def _setup(self, where, word, arg):
         if word == 'chain':
@@ -751,8 +774,7 @@ def run_dialogue(path, variant='plain'):
 
     try:
         chain.start()
-        for lineno, word, arg in d.steps:
-            where = '%s:%d' % (d.name, lineno)
+        for where, word, arg in d.steps:
             try:
                 if word in ('send', 'sendraw', 'expect', 'expect-eof', 'close', 'kill-backend'):
                     if conn is None:

@@ -10,12 +10,17 @@ line (the full syntax is in tests/README):
     close     sleep SECS  kill-backend  repeat N send|sendraw|expect ...
     stored N  message ... .end  messageraw "bytes"  envelope F..\\0T..\\0\\0
     log TEXT  no-log TEXT                       ({*}: any run without CR/LF)
+    include NAME        the lines of tests/dialogues/include/NAME, in place
+
+Most dialogues open with `include helo` (the greeting, HELO client.example,
+its reply) or `include ehlo-id` (the same with EHLO and the proxy's 250-ID);
+the rest of each file is written out, so it reads on its own.
 
 Variants: 'plain' (build/) and 'asan' (build-asan/, left out when
 IDCHECK_NO_ASAN is set or build-asan/ is missing) against the qmail-smtpd
 stand-in, and 'real': build/ against a real notqmail qmail-smtpd (see
 tests/notqmail.py; skipped when there is none), where files and lines marked
-standin-only are left out.
+standin-only are left out (included lines too).
 
 Run:  /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/test_dialogues.py
       ... -k bare-data          one file
