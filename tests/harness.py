@@ -49,14 +49,32 @@ VARIANTS = {'plain': 'build', 'asan': 'build-asan'}
 # the sanitizer build is not run a third time against it (run time).
 CHAIN_VARIANTS = {'plain': ('plain', 'standin'), 'asan': ('asan', 'standin'),
                   'real': ('plain', 'real')}
-SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'runtime error:')
 
+# The one place for the sanitizer options: every test that starts one of our
+# programs puts SANITIZER_ENV in its environment (the plain build ignores
+# it). A report goes to stderr and ends the program; leaks count. A test
+# then fails when the program's stderr or log holds a SANITIZER_MARKS
+# string: no_sanitizer_report().
 ASAN_OPTIONS = 'abort_on_error=0:halt_on_error=1:detect_leaks=1:log_path=stderr:allocator_may_return_null=1'
 UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1:abort_on_error=0:log_path=stderr'
+LSAN_OPTIONS = 'log_path=stderr'
+SANITIZER_ENV = {'ASAN_OPTIONS': ASAN_OPTIONS, 'UBSAN_OPTIONS': UBSAN_OPTIONS,
+                 'LSAN_OPTIONS': LSAN_OPTIONS}
+SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'runtime error')
 
 
 class HarnessError(AssertionError):
     pass
+
+
+def no_sanitizer_report(log):
+    """Raises HarnessError, with the end of LOG (str or bytes), if a
+    sanitizer reported anything in it."""
+    if isinstance(log, bytes):
+        log = log.decode('utf-8', 'replace')
+    for mark in SANITIZER_MARKS:
+        if mark in log:
+            raise HarnessError('sanitizer report (%s) in the log:\n%s' % (mark, log[-8000:]))
 
 
 def asan_available():
@@ -444,9 +462,7 @@ class Chain:
             'QMAILQUEUE': binary(self.variant, 'qmail-queue-standin'),
             'IDCHECK_PYTHONPATH': os.path.join(TESTS, 'policies') + ':' + os.path.join(TOP, 'python'),
             'IDCHECK_PYTHONPROG': os.path.join(build, 'qmail-idcheck-python'),
-            'ASAN_OPTIONS': ASAN_OPTIONS,
-            'UBSAN_OPTIONS': UBSAN_OPTIONS,
-            'LSAN_OPTIONS': 'log_path=stderr',
+            **SANITIZER_ENV,
         }
         env.update(self.server_env)
         argv = ['tcpserver', '-v', '-H', '-R', '-l', LOCAL_NAME, '-x', self.path('rules.cdb'),
@@ -580,9 +596,7 @@ class Chain:
         elif self.dir:
             print('harness: kept %s' % self.dir)
         if check:
-            for mark in SANITIZER_MARKS:
-                if mark in log:
-                    raise HarnessError('sanitizer report (%s) in the log:\n%s' % (mark, log[-8000:]))
+            no_sanitizer_report(log)
 
     def __enter__(self):
         return self.start()

@@ -1,7 +1,9 @@
-"""The dialogue parser (harness.Dialogue) on its own: `include NAME` puts
-the lines of an included file in its place, standin-only lines and message
-blocks in it hold as they would in place, and a mistake names the file and
-line. No processes: only files in tmp_path."""
+"""The harness on its own, no processes. The dialogue parser
+(harness.Dialogue): `include NAME` puts the lines of an included file in its
+place, standin-only lines and message blocks in it hold as they would in
+place, and a mistake names the file and line (files in tmp_path). The
+sanitizer check: a report in a log fails the test.
+"""
 import pytest
 
 import harness
@@ -96,3 +98,18 @@ def test_include_mistakes_name_the_line(write, lines, error):
     path = write('t.dlg', lines)
     with pytest.raises(harness.HarnessError, match=error):
         harness.Dialogue(path)
+
+
+@pytest.mark.parametrize('log', [
+    'x\n==1==ERROR: AddressSanitizer: heap-use-after-free\n',
+    b'==1==ERROR: LeakSanitizer: detected memory leaks\n',
+    b'\xff lib/x.c:3:5: runtime error: signed integer overflow\n',
+])
+def test_a_sanitizer_report_fails_the_test(log):
+    with pytest.raises(harness.HarnessError, match='^sanitizer report'):
+        harness.no_sanitizer_report(log)
+
+
+def test_a_clean_log_passes():
+    harness.no_sanitizer_report('qmail-idcheck: pid 1 127.0.0.1 - - - mail ACCEPT\n')
+    harness.no_sanitizer_report(b'')

@@ -49,9 +49,7 @@ class Server:
             'PATH': os.environ.get('PATH', '/usr/bin:/bin'),
             'IDCHECK_PYTHONPATH': os.path.join(harness.TESTS, 'policies') + ':'
                                   + os.path.join(harness.TOP, 'python'),
-            'ASAN_OPTIONS': harness.ASAN_OPTIONS,
-            'UBSAN_OPTIONS': harness.UBSAN_OPTIONS,
-            'LSAN_OPTIONS': 'log_path=stderr',
+            **harness.SANITIZER_ENV,
         }
         env.update(self.env)
         self.logfd = open(self.logfile, 'ab')
@@ -784,7 +782,7 @@ def test_socket_mode_stale_socket_and_sigterm(variant, tmp_path):
         # a second server refuses to take over a live socket
         r = subprocess.run([harness.binary(variant, 'qmail-idcheckd'), path],
                            capture_output=True, timeout=30,
-                           env={'ASAN_OPTIONS': harness.ASAN_OPTIONS})
+                           env=harness.SANITIZER_ENV)
         assert r.returncode == 111
         assert b'another server answers' in r.stderr
         workers = s.workers()
@@ -794,8 +792,7 @@ def test_socket_mode_stale_socket_and_sigterm(variant, tmp_path):
         assert harness._wait_until(lambda: not any(harness._alive(p) for p in workers), 5)
         text = open(log).read()
         assert 'stopping' in text and 'stopped' in text
-        for mark in harness.SANITIZER_MARKS:
-            assert mark not in text
+        harness.no_sanitizer_report(text)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

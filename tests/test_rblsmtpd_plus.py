@@ -25,9 +25,6 @@ from dnsfixture import PacketServer, question_type, record, reply
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RBLSMTPD = '/usr/bin/rblsmtpd'
 TCPSERVER = '/usr/bin/tcpserver'
-SANITIZER_MARKS = (b'AddressSanitizer', b'LeakSanitizer', b'runtime error:')
-ASAN_OPTIONS = 'abort_on_error=0:halt_on_error=1:detect_leaks=1:log_path=stderr'
-UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1:abort_on_error=0:log_path=stderr'
 
 # prog for the pass cases: says it ran, then the RBLSMTPD_* variables it got
 PRINTENV = ['/bin/sh', '-c',
@@ -64,17 +61,11 @@ class Run:
 
 
 def make_env(ip, dnsip, extra=None):
-    env = {'PATH': '/usr/bin:/bin', 'DNSCACHEIP': dnsip,
-           'ASAN_OPTIONS': ASAN_OPTIONS, 'UBSAN_OPTIONS': UBSAN_OPTIONS}
+    env = {'PATH': '/usr/bin:/bin', 'DNSCACHEIP': dnsip, **harness.SANITIZER_ENV}
     if ip is not None:
         env['TCPREMOTEIP'] = ip
     env.update(extra or {})
     return env
-
-
-def no_sanitizer_report(err):
-    for mark in SANITIZER_MARKS:
-        assert mark not in err, err.decode('utf-8', 'replace')
 
 
 def run(binary, args, ip, dns, stdin=b'', server=None, env=None, prog=PRINTENV, timeout=15):
@@ -82,7 +73,7 @@ def run(binary, args, ip, dns, stdin=b'', server=None, env=None, prog=PRINTENV, 
     p = subprocess.run([binary] + args + prog, input=stdin, capture_output=True,
                        env=make_env(ip, server or dns.ip, env), timeout=timeout)
     r = Run(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
-    no_sanitizer_report(r.err)
+    harness.no_sanitizer_report(r.err)
     return r
 
 
@@ -508,7 +499,7 @@ def test_dialogue_timeout_drops_silently(plus, dns):
         p.kill()
     assert 0.9 <= elapsed < 2.5
     assert out == GREET + OK and p.returncode == 0
-    no_sanitizer_report(err)
+    harness.no_sanitizer_report(err)
 
 
 # ------------------------------------------------------------ greeting delay
@@ -539,7 +530,7 @@ def test_patient_client_gets_prog_after_the_delay(plus, dns):
         p.kill()
     assert first == b'PROG RAN\n'
     assert 0.55 <= elapsed < 2.0, elapsed
-    no_sanitizer_report(err)
+    harness.no_sanitizer_report(err)
 
 
 def test_allowlisted_client_is_not_delayed(plus, dns):
@@ -583,7 +574,7 @@ def server(plus, dns):
     for p in started:
         os.killpg(p.pid, signal.SIGTERM)
         err = p.communicate(timeout=5)[1]
-        no_sanitizer_report(err)
+        harness.no_sanitizer_report(err)
 
 
 def talk(port, source, data, timeout=5):
