@@ -131,7 +131,7 @@ def test_control_files_are_per_chain(variant):
         two.wait_sessions()
 
 
-# qmail-queue's exit code -> qmail-smtpd's reply (PROTOCOL.md), unchanged by
+# qmail-queue's exit code -> qmail-smtpd's reply (tests/QMAIL-PROTOCOL), unchanged by
 # the wrapper between them.
 QUEUE_EXITS = [
     (0, None),
