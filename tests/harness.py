@@ -692,6 +692,8 @@ class Dialogue:
                         raise HarnessError('%s: %s' % (where, e))
                 elif word in ('stored',) and not arg.isdigit():
                     raise HarnessError('%s: stored wants a number' % where)
+                elif word == 'connect' and arg and not re.fullmatch(r'127(\.\d{1,3}){3}', arg):
+                    raise HarnessError('%s: connect [127.x.y.z]' % where)
                 self.steps.extend([(where, word, arg)] * repeat)
             else:
                 raise HarnessError('%s: unknown directive %r' % (where, word))
@@ -713,6 +715,12 @@ class Dialogue:
         if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', name) or not os.path.isfile(path):
             raise HarnessError('%s: include NAME: no file dialogues/include/%s' % (where, name))
         return self._lines(path, lambda n: '%s (include %s, line %d)' % (where, name, n), True)
+
+    def wants_dns(self):
+        """Does a set-up value name {dns}, the DNS fixture's address?"""
+        values = (list(self.env.values()) + list(self.server_env.values())
+                  + [v for v in self.control.values() if v is not None] + self.prefix)
+        return any('{dns}' in v for v in values)
 
     def _setup(self, where, word, arg):
         if word == 'chain':
@@ -754,13 +762,18 @@ def _message_diff(template, got):
             % (len(want_lines) - 1, len(got_lines) - 1, template[:4000], got[:4000]))
 
 
-def run_dialogue(path, variant='plain'):
+def run_dialogue(path, variant='plain', dns=None):
     """Runs one dialogue file against a fresh chain of the (chain) variant;
-    raises HarnessError."""
+    raises HarnessError. dns: the DNS fixture's address (tests/dnsfixture.py),
+    for a dialogue that names {dns}."""
     d = Dialogue(path, smtpd_kind(variant))
     # Paths in set-up values: {top} the repository, {tests} tests/, {build}
-    # the variant's build directory.
+    # the variant's build directory; {dns} the DNS fixture's tinydns.
     places = {'{top}': TOP, '{tests}': TESTS, '{build}': build_dir(variant)}
+    if d.wants_dns():
+        if dns is None:
+            raise HarnessError('%s names {dns}: run it with the DNS fixture' % d.name)
+        places['{dns}'] = dns
 
     def place(value):
         for key, where in places.items():
@@ -799,7 +812,7 @@ def run_dialogue(path, variant='plain'):
                 if word == 'connect':
                     if conn is not None:
                         conn.close()
-                    conn = chain.connect()
+                    conn = chain.connect(arg or None)
                 elif word == 'send':
                     conn.send(arg)
                 elif word == 'sendraw':

@@ -113,3 +113,19 @@ def test_a_sanitizer_report_fails_the_test(log):
 def test_a_clean_log_passes():
     harness.no_sanitizer_report('qmail-idcheck: pid 1 127.0.0.1 - - - mail ACCEPT\n')
     harness.no_sanitizer_report(b'')
+
+
+def test_connect_takes_a_127_address(write):
+    path = write('t.dlg', 'connect\nconnect 127.0.0.2\n')
+    assert steps(harness.Dialogue(path)) == [('connect', ''), ('connect', '127.0.0.2')]
+    path = write('t.dlg', 'connect 192.0.2.1\n')
+    with pytest.raises(harness.HarnessError, match=r'^t\.dlg:1: connect \[127\.x\.y\.z\]$'):
+        harness.Dialogue(path)
+
+
+def test_dns_is_wanted_only_where_named(write):
+    assert not harness.Dialogue(write('t.dlg', 'env A={tests}\nsend NOOP\n')).wants_dns()
+    assert harness.Dialogue(write('t.dlg', 'env DNSCACHEIP={dns}\n')).wants_dns()
+    assert harness.Dialogue(write('t.dlg', 'prefix build/rblsmtpd-plus -s {dns}\n')).wants_dns()
+    with pytest.raises(harness.HarnessError, match=r'^t\.dlg names \{dns\}: run it with the DNS'):
+        harness.run_dialogue(write('t.dlg', 'env DNSCACHEIP={dns}\n'))
