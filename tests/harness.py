@@ -335,6 +335,13 @@ class Connection:
             self.fail('expect: reply mismatch\n  expected: %r\n  got:      %s%s' % (want, got, extra))
         return line
 
+    def helo_opening(self):
+        """The opening most tests share (`include helo` in a dialogue): the
+        greeting, HELO client.example, and qmail-smtpd's reply."""
+        self.expect('220 standin.example ESMTP')
+        self.send('HELO client.example')
+        self.expect('250 standin.example')
+
     def expect_eof(self, timeout=None):
         """The server closes, sending nothing more."""
         deadline = time.monotonic() + (timeout or READ_TIMEOUT)

@@ -243,9 +243,7 @@ def test_dialogue_warm(path, variant, monkeypatch):
 
 def mail_reply(chain, sender='someone@example.com'):
     c = chain.connect()
-    c.expect('220 standin.example ESMTP')
-    c.send('HELO client.example')
-    c.expect('250 standin.example')
+    c.helo_opening()
     c.send('MAIL FROM:<%s>' % sender)
     line = c.read_line(timeout=30)
     c.send('QUIT')
@@ -335,9 +333,7 @@ def test_server_stopped_mid_session_falls_back(variant):
     session, even after the server is back."""
     with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
         c = chain.connect()
-        c.expect('220 standin.example ESMTP')
-        c.send('HELO client.example')
-        c.expect('250 standin.example')
+        c.helo_opening()
         c.send('MAIL FROM:<a@example.com>')
         c.expect('250 2.1.0 mail ok: IP=127.0.0.1 ID=None H=client.example S=a@example.com')
         assert chain.server.stop() == 0
@@ -362,9 +358,7 @@ def test_worker_killed_mid_call(variant):
     with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_faults',
                                             'IDCHECK_CALLTIMEOUT': '60'}) as chain:
         c = chain.connect()
-        c.expect('220 standin.example ESMTP')
-        c.send('HELO client.example')
-        c.expect('250 standin.example')
+        c.helo_opening()
         c.send('MAIL FROM:<hang@example.com>')
         assert harness._wait_until(lambda: 'hang' in chain.log() or True, 1)
         time.sleep(0.5)         # the call is in a worker, asleep in the policy
@@ -491,9 +485,7 @@ def sharing_chain(server_chain, variant):
 def mail_from(chain, source, sender):
     """A session from SOURCE up to its MAIL command; its reply not read yet."""
     c = chain.connect(source=source)
-    c.expect('220 standin.example ESMTP')
-    c.send('HELO client.example')
-    c.expect('250 standin.example')
+    c.helo_opening()
     c.send('MAIL FROM:<%s>' % sender)
     return c
 
@@ -749,9 +741,7 @@ def test_reconnects_after_server_restart(variant):
     connects to the new one."""
     with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'}) as chain:
         c = chain.connect()
-        c.expect('220 standin.example ESMTP')
-        c.send('HELO client.example')
-        c.expect('250 standin.example')
+        c.helo_opening()
         c.send('MAIL FROM:<a@example.com>')
         c.expect('250 2.1.0 mail ok: {*}')
         assert chain.server.stop() == 0
