@@ -36,6 +36,7 @@ all:
 include lib/module.mk
 include qmail-idcheck/module.mk
 -include rblsmtpd-plus/module.mk
+include qmail-idcheck-tls/module.mk
 include tests/module.mk
 include tests/fuzz/module.mk
 include bench/module.mk

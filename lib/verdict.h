@@ -11,7 +11,7 @@
 #define VERDICT_TEXT_MAX 400          /* reply text bytes that reach a client */
 #define VERDICT_HEADERS_MAX 100
 #define VERDICT_HEADER_BYTES_MAX 65536  /* all headers: one channel datagram */
-#define VERDICT_EDITS_MAX 100
+#define VERDICT_EDITS_MAX 500
 
 /* 1 usable; 0 a fault, with the reason in why (a FAULT verdict's own text,
  * or what is wrong). Cuts the text to VERDICT_TEXT_MAX bytes first. -1 out

@@ -8,6 +8,7 @@
 #include "session.h"
 #include "session_end.h"
 #include "settings.h"
+#include "tls.h"
 #include "verdict.h"
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +37,7 @@ void decision_log(const struct checkid_call *c, const char *action, int code,
   field(session.helo.s, session.helo.len, session.have_helo);
   field(c->sender->s, c->sender->len, 1);
   stralloc_cats(&logline, c->stage);
+  if (tls_active()) stralloc_cats(&logline, "/tls");
   if (c->rcpt) {
     stralloc_cats(&logline, ":");
     sanitize_catb(&logline, c->rcpt->s, c->rcpt->len, 200);

@@ -23,6 +23,12 @@ void client_start(int rfd, int wfd, int64_t timeout_ms)
   client_progress();
 }
 
+void client_switch(int rfd, int wfd)
+{
+  client_flush();
+  client_start(rfd, wfd, timeout);
+}
+
 void client_progress(void)
 {
   idle_deadline = deadline_in(timeout);

@@ -29,6 +29,10 @@ enum line_status { LINE_OK, LINE_TOO_LONG, LINE_EOF };
  * and thrown away. */
 enum line_status client_line(stralloc *line, size_t max);
 
+/* From now on the client is on these two descriptors (the TLS end's pipes
+ * after STARTTLS): bytes read but not used are dropped, as RFC 3207 wants. */
+void client_switch(int rfd, int wfd);
+
 /* The bytes read but not yet used, for the DATA relay. */
 size_t client_unread(const char **p);
 void client_consume(size_t n);

@@ -10,7 +10,9 @@
 #include "session_end.h"
 #include "settings.h"
 #include "smtp_addr.h"
+#include "tls.h"
 #include "verdict.h"
+#include <stdio.h>
 #include <string.h>
 
 #define LINE_MAX_AUTH 12288        /* an AUTH response line (RFC 4954) */
@@ -49,12 +51,44 @@ void smtp_unimplemented(const stralloc *line, const stralloc *arg)
 
 static void greeting(const stralloc *line, const stralloc *arg, int ehlo)
 {
+  static const char *const starttls[] = { "STARTTLS", 0 };
   int code = prog_command(line);
   if (code >= 200 && code <= 299) {
     session_greeted(arg);
-    if (ehlo && !ehlo_rewrite(prog_reply_text(), settings.keyword, 0)) die_nomem();
+    if (ehlo && !ehlo_rewrite(prog_reply_text(), settings.keyword, tls_offered() ? starttls : 0))
+      die_nomem();
   }
   client_out_sa(prog_reply_text());
+}
+
+/* RFC 3207. prog never sees STARTTLS: the TLS end in front of the proxy does
+ * the TLS, and prog's transaction ends here, as the session starts over. */
+void smtp_starttls(const stralloc *line, const stralloc *arg)
+{
+  const char *rest;
+  size_t n;
+  if (tls_active()) { client_out("503 5.5.1 TLS already active\r\n"); return; }
+  if (!tls_offered()) { smtp_unimplemented(line, arg); return; }
+  if (arg->len) { client_out("501 5.5.4 syntax: STARTTLS takes no argument\r\n"); return; }
+  /* what the client sent behind STARTTLS in clear is never executed, before
+   * or after the handshake (CVE-2011-0411's class) */
+  if ((n = client_unread(&rest))) {
+    char num[24];
+    snprintf(num, sizeof num, "%zu", n);
+    warn("dropped ", num, " bytes pipelined behind STARTTLS", (char *)0);
+    client_consume(n);
+  }
+  if (session.txn.active) {
+    prog_send("RSET\r\n", 6);
+    prog_reply();
+  }
+  /* RFC 3207 4.2: nothing the client said before TLS counts */
+  session.have_helo = session.have_id = 0;
+  session.helo.len = session.id.len = 0;
+  txn_clear();
+  client_out("220 2.0.0 Ready to start TLS\r\n");
+  client_flush();
+  if (!tls_start()) session_end(0, 111);
 }
 
 void smtp_helo(const stralloc *line, const stralloc *arg) { greeting(line, arg, 0); }
@@ -81,6 +115,10 @@ void smtp_mail(const stralloc *line, const stralloc *arg)
 {
   static stralloc sender;
   struct transaction *t = &session.txn;
+  if (settings.tls_required && !tls_active()) {
+    client_out("530 5.7.0 Must issue a STARTTLS command first\r\n");
+    return;
+  }
   if (!smtp_addr_parse(arg->s, arg->len, &sender)) { smtp_forward(line, arg); return; }
   struct checkid_call c = { "mail", 4, &sender, 0, 0 };
   if (!session.skip_policy && checkid_decide(&c, &fresh, &refusal) == REFUSED) {

@@ -16,6 +16,7 @@ void smtp_data(const stralloc *line, const stralloc *arg);   /* data.c */
 void smtp_rset(const stralloc *line, const stralloc *arg);
 void smtp_quit(const stralloc *line, const stralloc *arg);
 void smtp_auth(const stralloc *line, const stralloc *arg);
+void smtp_starttls(const stralloc *line, const stralloc *arg);
 void smtp_unimplemented(const stralloc *line, const stralloc *arg);
 void smtp_forward(const stralloc *line, const stralloc *arg);
 

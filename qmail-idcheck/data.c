@@ -8,12 +8,14 @@
 #include "data_scan.h"
 #include "log.h"
 #include "message_collect.h"
+#include "netstring.h"
 #include "prog.h"
 #include "queue_channel.h"
 #include "sanitize.h"
 #include "session.h"
 #include "session_end.h"
 #include "settings.h"
+#include "tls.h"
 #include "verdict.h"
 
 #define HDRS_MAX (256 * 1024)      /* header section passed to checkID */
@@ -50,6 +52,23 @@ static void pending_too_big(const stralloc *sender)
   decision_log(&c, "TOO-BIG", 552, &xcode, &pending.text);
 }
 
+/* TLS is recorded right above qmail-smtpd's Received line (RFC 8314 4.3;
+ * qmail-smtpd itself writes "with SMTP"): it goes in as header0, below the
+ * policy's own headers. */
+static void pending_trace(void)
+{
+  static stralloc list;
+  const char *trace = tls_trace();
+  if (!trace) return;
+  list.len = 0;
+  size_t item = netstring_open(&list);
+  if (item == (size_t)-1 || !netstring_cats(&list, "Received-TLS:") || !netstring_cats(&list, trace)
+      || !netstring_close(&list, item) || !stralloc_cat(&list, &pending.headers)
+      || !stralloc_copy(&pending.headers, &list))
+    die_nomem();
+  ++pending.nheaders;
+}
+
 /* The final dot: fix the verdict (calling checkID while CONTINUE), let it go
  * to prog, and reply to the client. REJECT and TEMPFAIL make the wrapper exit
  * 31 / 71; prog's generic reply to that is replaced by checkID's. */
@@ -73,6 +92,7 @@ static void data_end(int collecting, int too_big)
   } else if (!verdict_copy(&pending, &t->applied)) {
     die_nomem();
   }
+  pending_trace();
   pending_taken = 0;
 
   prog_send(".\r\n", 3);

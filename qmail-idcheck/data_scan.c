@@ -1,4 +1,5 @@
 #include "data_scan.h"
+#include <string.h>
 
 enum data_scan data_scan(enum data_state *st, const char *buf, size_t len, size_t *at)
 {
@@ -10,10 +11,17 @@ enum data_scan data_scan(enum data_state *st, const char *buf, size_t len, size_
         s = c == '.' ? D_DOT : c == '\r' ? D_CR : D_MID;
         if (c == '\n') return SCAN_BARE;
         break;
-      case D_MID:
-        if (c == '\n') return SCAN_BARE;
-        if (c == '\r') s = D_CR;
+      case D_MID: {
+        /* most bytes are inside a line: skip to its first CR or LF at
+         * memchr's speed (a message is scanned whole, every byte) */
+        const char *cr = memchr(buf + i, '\r', len - i);
+        size_t end = cr ? (size_t)(cr - buf) : len;
+        if (memchr(buf + i, '\n', end - i)) return SCAN_BARE;
+        if (!cr) { i = len - 1; break; }
+        i = end;
+        s = D_CR;
         break;
+      }
       case D_CR:
         if (c != '\n') return SCAN_BARE;
         s = D_BOL;

@@ -10,7 +10,7 @@ CFLAGS_qmail_idcheck_ = -DIDCHECK_BINDIR='"$(BINDIR)"' -DIDCHECK_PYDIR='"$(PYDIR
 # never maps it); checkID calls go to a process or a server (policy.c).
 IDCHECK_PROXY_SRCS := $(addprefix qmail-idcheck/,qmail-idcheck.c settings.c session.c \
   session_end.c client.c prog.c stream.c commands.c ehlo_rewrite.c data.c data_scan.c \
-  message_collect.c checkid.c queue_channel.c policy.c policy_process.c policy_server.c)
+  message_collect.c checkid.c queue_channel.c tls.c policy.c policy_process.c policy_server.c)
 IDCHECK_PROXY_OBJS := $(IDCHECK_PROXY_SRCS:%.c=$(BUILD)/obj/%.o)
 IDCHECK_QUEUE_OBJS := $(addprefix $(BUILD)/obj/qmail-idcheck/,qmail-idcheck-queue.o queue_channel.o)
 

@@ -13,6 +13,7 @@
  *   data.c          DATA: the relay, the end of data, the verdict's hand-over
  *   checkid.c       asking checkID (policy.c: where Python runs)
  *   queue_channel.c the verdict channel to qmail-idcheck-queue
+ *   tls.c           STARTTLS through a UCSPI-TLS end in front
  */
 #include "client.h"
 #include "commands.h"
@@ -25,6 +26,7 @@
 #include "settings.h"
 #include "sibling.h"
 #include "stralloc.h"
+#include "tls.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +51,7 @@ static const struct command {
   { "rset", smtp_rset },
   { "quit", smtp_quit },
   { "auth", smtp_auth },
-  { "starttls", smtp_unimplemented },
+  { "starttls", smtp_starttls },
   { "bdat", smtp_unimplemented },
 };
 
@@ -110,8 +112,8 @@ static void identify(void)
 }
 
 /* The wrapper between prog and the real queue, and the channel it asks on.
- * A session that skips the policy from the start has no verdict to carry
- * out: qmail-smtpd keeps its own queue program. */
+ * A session that skips the policy from the start, without TLS, has nothing
+ * to carry out: qmail-smtpd keeps its own queue program. */
 static void queue_wrap(void)
 {
   const char *wrapper = sibling_path("qmail-idcheck-queue", "IDCHECK_QUEUEPROG", IDCHECK_BINDIR);
@@ -133,7 +135,8 @@ int main(int argc, char **argv)
   settings_read();
   session.skip_policy = settings.skip_policy;
   client_start(0, 1, settings.timeout_ms);
-  if (!settings.skip_policy) queue_wrap();
+  tls_setup();
+  if (!settings.skip_policy || tls_possible()) queue_wrap();
   prog_start(argv + 1, settings.timeout_ms);
   queue_channel_keep_own_end();   /* prog and its wrappers hold the far end */
 

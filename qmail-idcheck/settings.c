@@ -64,5 +64,6 @@ void settings_read(void)
   settings.skip_policy = getenv("RELAYCLIENT") != 0 || getenv("IDCHECK_SKIP") != 0;
   settings.bodymax = env_ulong("IDCHECK_BODYMAX", settings.bodymax, 0, SIZE_MAX);
   settings.maxrcpt = env_ulong("IDCHECK_MAXRCPT", settings.maxrcpt, 1, ULONG_MAX);
+  settings.tls_required = getenv("IDCHECK_TLS_REQUIRED") != 0;
   keyword_read();
 }

@@ -14,6 +14,7 @@ struct settings {
   const char *keyword;          /* IDCHECK_KEYWORD, a usable one */
   size_t bodymax;               /* IDCHECK_BODYMAX */
   unsigned long maxrcpt;        /* IDCHECK_MAXRCPT */
+  int tls_required;             /* IDCHECK_TLS_REQUIRED: no MAIL before TLS */
 };
 extern struct settings settings;
 

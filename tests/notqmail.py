@@ -92,6 +92,25 @@ def _find(announce):
                   'and no directory above %s has %s' % (TOP, TARBALL))
 
 
+PATCHED = {'tls': 'notqmail-smtp-tls.tar.gz', 'spp': 'notqmail-smtpd-spp.tar.gz'}
+_patched = {}
+
+
+def patched_smtpd(kind):
+    """notqmail with one of its own patches, built like the main one from the
+    tarball beside it in shared/notqmail/: 'tls' (STARTTLS inside
+    qmail-smtpd, OpenSSL; control/servercert.pem) or 'spp' (qmail-spp
+    plugins). (path, None), or (None, why) when there is no source; a source
+    that does not build raises Unusable."""
+    if kind not in _patched:
+        name = os.path.join('shared', 'notqmail', PATCHED[kind])
+        found = next((os.path.join(up, name) for up in _ancestors(TOP)
+                      if os.path.isfile(os.path.join(up, name))), None)
+        _patched[kind] = (build(found, lambda line: None)[0], None) if found else \
+            (None, 'no directory above %s has %s' % (TOP, name))
+    return _patched[kind]
+
+
 def _ancestors(path):
     path = os.path.dirname(path)
     while True:

@@ -19,10 +19,15 @@ sys.path.insert(0, os.path.join(TOP, 'python'))
 
 import checkid                      # noqa: E402
 from checkid import checkID         # noqa: E402
-from checkid import config, dkim_check, dnsio, prescreen, ratings, spf_check  # noqa: E402
+from checkid import (authresults, config, dkim_check, dmarc, dnsio, names,  # noqa: E402
+                     prescreen, psl, ratings, spf_check)
 
 DKIM_KEY = os.path.join(TOP, 'tests', 'dns', 'dkim-sel1.private')
 OK = (250, '', 'Sender OK')
+# The rating services of the test DNS data (tests/dns/policy.data); the
+# shipped default has none.
+TEST_SERVICES = 'S1=s1.registry.test@1,M2=m2.registry.test@1,H1=h1.registry.test@1'
+AUTHSERV_ID = 'mx.checkid.test'
 
 
 @pytest.fixture
@@ -33,6 +38,11 @@ def env(dns, monkeypatch):
         if k.startswith(('CHECKID_', 'RBLSMTPD')):
             monkeypatch.delenv(k)
     monkeypatch.setenv('DNSCACHEIP', dns.ip)
+    monkeypatch.setenv('CHECKID_SERVICES', TEST_SERVICES)
+    # the authserv-id: no control/me here (whatever /var/qmail holds), so
+    # TCPLOCALHOST, as tcpserver sets it
+    monkeypatch.setenv('CHECKID_QMAIL_HOME', os.path.join(TOP, 'tests', 'no-qmail-home'))
+    monkeypatch.setenv('TCPLOCALHOST', AUTHSERV_ID)
     checkid._cache.clear()
     yield monkeypatch
     checkid._cache.clear()
@@ -40,6 +50,10 @@ def env(dns, monkeypatch):
 
 def authent(text):
     return [{'text': text, 'label': 'Authent:'}]
+
+
+def ar(text):
+    return {'label': 'Authentication-Results:', 'text': AUTHSERV_ID + '; ' + text}
 
 
 # ---- the seed's examples, verbatim ----
@@ -52,7 +66,8 @@ def test_seed_doctests(env):
     leave and the plain line break are whitespace)."""
     failed = attempted = 0
     seen = []
-    for mod in (checkid, config, dnsio, spf_check, ratings, prescreen, dkim_check):
+    for mod in (checkid, config, dnsio, spf_check, ratings, prescreen, dkim_check, names, psl,
+                dmarc, authresults):
         r = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False,
                             report=True)
         failed += r.failed
@@ -162,6 +177,39 @@ def test_defer_continues_until_the_data(env):
     assert checkID('192.0.2.1', 'example.com', None, None, [], ['Subject: x'], b'x\r\n')[0] == 'ACCEPT'
 
 
+def test_defer_auto_holds_back_accept_and_filter_of_a_transaction(env):
+    """The default: a call with a MAIL FROM (as qmail-idcheck always makes)
+    holds ACCEPT and FILTER back as CONTINUE, with the seed's reply at MAIL;
+    the seed's own calls (IP and ID only) still get ACCEPT."""
+    assert checkID('192.0.2.1', 'example.com')[0] == 'ACCEPT'
+    assert checkID('192.0.2.1', 'example.com', 'mx.example.com', 'a@example.com') == (
+        'CONTINUE', OK, authent('192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B'))
+    assert checkID('192.0.2.1', 'softfail.spf.test', 'mx.example.com', '')[0] == 'CONTINUE'
+    assert checkID('192.0.2.1', 'example.com', 'mx.example.com', 'a@example.com',
+                   ['b@example.org'])[:2] == ('CONTINUE', None)
+    # refusals are never held back
+    assert checkID('192.0.2.1', 'fail.spf.test', 'mx.example.com', 'a@example.com')[0] == 'REJECT'
+    # at end of data the verdict held back is given
+    assert checkID('192.0.2.1', 'softfail.spf.test', 'mx.example.com', 'a@example.com',
+                   ['b@example.org'], ['From: a@example.com'], b'x\r\n')[0] == 'FILTER'
+
+
+def test_defer_off_accepts_at_mail_with_the_spf_results_so_far(env):
+    """CHECKID_DEFER=0: the seed's ACCEPT at MAIL is final; its headers carry
+    what is known: Authent, and Authentication-Results with the MAIL FROM
+    and HELO identities' SPF."""
+    env.setenv('CHECKID_DEFER', '0')
+    assert checkID('192.0.2.1', 'example.com', 'pass.spf.test', 'a@example.com') == (
+        'ACCEPT', OK, authent('192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B') + [
+            ar('spf=pass smtp.mailfrom=a@example.com; spf=pass smtp.helo=pass.spf.test')])
+    assert checkID('192.0.2.1', 'softfail.spf.test', 'mx.example.com', '') == (
+        'FILTER', OK, authent('192.0.2.1 softfail.spf.test SPF1 SOFTFAIL') + [
+            ar('spf=none smtp.mailfrom=postmaster@mx.example.com; spf=none smtp.helo=mx.example.com')])
+    # without a MAIL FROM (the seed's calls): the seed's header alone
+    assert checkID('192.0.2.1', 'example.com')[2] == \
+        authent('192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B')
+
+
 # ---- the identity ----
 
 def test_identity_is_id_then_helo_then_mail_from(env):
@@ -212,10 +260,15 @@ def test_ratings_weights_and_thresholds_from_the_environment(env):
     # unrated: the configured action
     env.setenv('CHECKID_UNRATED', 'FILTER')
     assert checkID('192.0.2.1', 'unrated.rate.test')[0] == 'FILTER'
-    # no services at all
+    # no services at all (the shipped default): nothing looked up, UNRATED
     env.setenv('CHECKID_SERVICES', '')
     assert checkID('192.0.2.1', 'example.com') == (
-        'FILTER', OK, authent('192.0.2.1 example.com SPF1 PASS ratings='))
+        'FILTER', OK, authent('192.0.2.1 example.com SPF1 PASS'))
+    env.delenv('CHECKID_SERVICES')
+    env.delenv('CHECKID_UNRATED')
+    assert config.Config({}).services == []
+    assert checkID('192.0.2.1', 'example.com') == (
+        'ACCEPT', OK, authent('192.0.2.1 example.com SPF1 PASS'))
     env.setenv('CHECKID_ACCEPT_AT', 'x')                 # ignored
     assert config.Config(os.environ).accept_at == config.ACCEPT_AT
 
@@ -337,13 +390,25 @@ MESSAGE = (b'From: a@dkim.test\r\nTo: b@example.org\r\nSubject: signed\r\n\r\n'
            b'Hello.\r\n\xe9t\xe9 8-bit.\r\n')
 
 
+def b_tag(field):
+    """The first 8 characters of a DKIM-Signature's b= (RFC 6008 header.b),
+    as a pvalue: quoted when they hold a tspecial of RFC 2045 (/ or =)."""
+    import re
+    value = ''.join(field.split(':', 1)[1].split())
+    tags = dict(tag.split('=', 1) for tag in value.split(';') if tag)
+    b = tags['b'][:8]
+    return b if re.fullmatch(r"[A-Za-z0-9+]+", b) else '"%s"' % b
+
+
 def test_dkim_pass_and_fail(env):
     hdrs, body = split(sign(MESSAGE))
     assert hdrs[0].startswith('DKIM-Signature:') and '\r\n' in hdrs[0]
     got = checkID('192.0.2.1', 'dkim.test', None, 'a@dkim.test', ['b@example.org'], hdrs, body)
     assert got == ('ACCEPT', None, [
         {'text': '192.0.2.1 dkim.test SPF1 PASS ratings=S1:-,M2:-,H1:-', 'label': 'Authent:'},
-        {'text': 'dkim=pass header.d=dkim.test header.s=sel1', 'label': 'DKIM-Check:'}])
+        {'text': 'dkim=pass header.d=dkim.test header.s=sel1', 'label': 'DKIM-Check:'},
+        ar('spf=pass smtp.mailfrom=a@dkim.test; dkim=pass header.d=dkim.test header.s=sel1 '
+           'header.b=%s; dmarc=none header.from=dkim.test' % b_tag(hdrs[0]))])
     # the body changed on the way
     got = checkID('192.0.2.1', 'dkim.test', None, 'a@dkim.test', ['b@example.org'],
                   hdrs, body.replace(b'Hello', b'Hullo'))
@@ -381,11 +446,12 @@ def test_dkim_off_and_malformed_message(env):
     env.setenv('CHECKID_DKIM', '0')
     got = checkID('192.0.2.1', 'example.com', None, None, ['b@example.org'],
                   ['DKIM-Signature: garbage'], b'x\r\n')
-    assert [h['label'] for h in got[2]] == ['Authent:']
+    assert got[2][1:] == [ar('dmarc=permerror reason="no From field"')]
     env.setenv('CHECKID_DKIM', '1')
     got = checkID('192.0.2.1', 'example.com', None, None, ['b@example.org'],
                   ['DKIM-Signature: garbage', 'no colon here', '\udcff: \udcfe'], b'x\r\n')
     assert got[2][1] == {'text': 'dkim=permerror', 'label': 'DKIM-Check:'}
+    assert got[2][2] == ar('dkim=permerror; dmarc=permerror reason="no From field"')
 
 
 # ---- bad input ----
@@ -454,12 +520,40 @@ def test_dnsio_fallback_names_and_aliases(env, resolver):
 
 
 def test_plain_python_never_imports_dnspython(env):
-    """pyspf and dkimpy would pick dnspython; checkid hides it from them."""
+    """pyspf and dkimpy would pick dnspython; checkid hides it from them.
+    authres, the Public Suffix List reader and DMARC import nothing of it
+    either, nor authheaders (which would)."""
     import subprocess
     code = ("import sys; sys.path.insert(0, %r); import checkid; "
             "print(checkid.checkID('192.0.2.1', 'example.com')[0], "
-            "'dns' in sys.modules, 'spf' in sys.modules)" % os.path.join(TOP, 'python'))
+            "checkid.checkID('192.0.2.1', None, 'mx.example.com', 'a@dmarc-relaxed.test', ['b@x'], "
+            "['From: a@news.idcheck-dmarc.co.uk'], b'x')[0], "
+            "checkid.checkID('192.0.2.1', None, 'mx.example.com', 'b@mail.dmarc-relaxed.test', "
+            "['b@x'], ['From: a@dmarc-relaxed.test', 'Authentication-Results: x; none'], b'x')[0], "
+            "'dns' in sys.modules, 'authheaders' in sys.modules, 'publicsuffix2' in sys.modules, "
+            "'spf' in sys.modules, 'authres' in sys.modules)" % os.path.join(TOP, 'python'))
     r = subprocess.run(['/usr/bin/python3', '-c', code], capture_output=True, text=True,
-                       env={'DNSCACHEIP': os.environ['DNSCACHEIP'], 'PATH': '/usr/bin:/bin'},
+                       env={'DNSCACHEIP': os.environ['DNSCACHEIP'], 'PATH': '/usr/bin:/bin',
+                            'CHECKID_SERVICES': TEST_SERVICES},
                        timeout=30)
-    assert r.stdout == 'ACCEPT False True\n', r.stderr
+    assert r.stdout == 'ACCEPT REJECT ACCEPT False False False True True\n', r.stderr
+
+
+def test_settings_parsed_once_and_cache_entries_expire(env, monkeypatch):
+    a = config.for_environ(os.environ)
+    assert config.for_environ(os.environ) is a
+    env.setenv('CHECKID_DMARC_REJECT', 'filter')
+    b = config.for_environ(os.environ)
+    assert b is not a and b.dmarc_actions['reject'] == 'FILTER'
+    env.setenv('CHECKID_DMARC_QUARANTINE', 'bogus')
+    assert config.for_environ(os.environ).warnings == ["CHECKID_DMARC_QUARANTINE='bogus' ignored"]
+    # the per-process cache: kept, then recomputed once older than _CACHE_TTL
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+    assert checkid._cached(('test',), compute) == 1
+    assert checkid._cached(('test',), compute) == 1
+    monkeypatch.setattr(checkid, '_CACHE_TTL', 0.0)
+    assert checkid._cached(('test',), compute) == 2

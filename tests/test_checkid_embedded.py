@@ -17,6 +17,11 @@ import test_python_callee as callee
 TOP = callee.TOP
 PYTHONPATH = os.path.join(TOP, 'tests', 'policies') + ':' + os.path.join(TOP, 'python')
 DKIM_KEY = os.path.join(TOP, 'tests', 'dns', 'dkim-sel1.private')
+# the connection's environment for the reference policy: the test rating
+# services, the authserv-id from TCPLOCALHOST
+ENV = [b'CHECKID_SERVICES=S1=s1.registry.test@1,M2=m2.registry.test@1,H1=h1.registry.test@1',
+       b'TCPLOCALHOST=mx.checkid.test',
+       b'CHECKID_QMAIL_HOME=' + os.path.join(TOP, 'tests', 'no-qmail-home').encode()]
 
 
 @pytest.fixture(params=callee.binaries(), ids=lambda p: p.split(os.sep)[-2])
@@ -186,10 +191,10 @@ def test_dns_releases_the_gil(spawn, dns):
 
 def test_seed_examples_embedded_without_dnspython(spawn):
     c = spawn(module='t_checkid_probe')
-    assert c.call(ip=b'192.0.2.1', id=b'example.net', h=None, s=None) == (
+    assert c.call(ip=b'192.0.2.1', id=b'example.net', h=None, s=None, env=ENV) == (
         b'REJECT', b'550', b'5.7.1', b"Sending MTA '192.0.2.1' not authorized by 'example.net'",
         [(b'X-Modules:', b'spf')])
-    assert c.call(ip=b'192.0.2.1', id=b'example.com', h=None, s=None) == (
+    assert c.call(ip=b'192.0.2.1', id=b'example.com', h=None, s=None, env=ENV) == (
         b'ACCEPT', b'250', b'', b'Sender OK',
         [(b'Authent:', b'192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B'),
          (b'X-Modules:', b'spf')])
@@ -211,7 +216,9 @@ def test_spf_names_and_aliases_embedded(spawn, dns, resolver):
     for ip, identity, result, why in dns_cases.SPF:
         if result == 'temperror' and resolver == dns.cache_ip:
             continue       # dnscache gives up on the loop later than any test should wait
-        got = c.call(ip=ip.encode(), id=identity.encode())
+        # the seed's call: IP and ID only (with a MAIL FROM the verdict
+        # would wait for the data)
+        got = c.call(ip=ip.encode(), id=identity.encode(), s=None, env=ENV)
         want = wire_answer(dns_cases.expected(ip, identity, result))
         if got != want:
             wrong.append('%s %s (%s): %r' % (ip, identity, why, got))
@@ -225,12 +232,15 @@ def test_environment_overrides_embedded(spawn):
     env = [b'CHECKID_PRESCREEN_ZONE=bl.test']
     assert c.call(ip=b'192.0.2.2', id=b'example.com', env=env)[:4] == (
         b'REJECT', b'554', b'5.7.1', b"Sending MTA '192.0.2.2' is listed in bl.test")
-    assert c.call(ip=b'192.0.2.10', id=b'pass.spf.test', env=env)[0] == b'ACCEPT'
+    assert c.call(ip=b'192.0.2.10', id=b'pass.spf.test', s=None, env=env)[0] == b'ACCEPT'
     # tagged by rblsmtpd-plus: its hits decide, nothing looked up
     assert c.call(ip=b'192.0.2.1', id=b'pass.spf.test',
                   env=env + [b'RBLSMTPD_HITS=bl.test=127.0.0.2', b'RBLSMTPD_SCORE=1'])[0] == b'REJECT'
-    assert c.call(ip=b'192.0.2.2', id=b'pass.spf.test',
+    assert c.call(ip=b'192.0.2.2', id=b'pass.spf.test', s=None,
                   env=env + [b'RBLSMTPD_HITS=', b'RBLSMTPD_SCORE=0'])[0] == b'ACCEPT'
+    # with a MAIL FROM (a transaction) the ACCEPT waits for the data
+    assert c.call(ip=b'192.0.2.2', id=b'pass.spf.test',
+                  env=env + [b'RBLSMTPD_HITS=', b'RBLSMTPD_SCORE=0'])[0] == b'CONTINUE'
     assert c.call(ip=b'192.0.2.1', id=b'softfail.spf.test',
                   env=[b'CHECKID_SPF_SOFTFAIL=REJECT'])[:2] == (b'REJECT', b'550')
     c.finish()
@@ -252,23 +262,35 @@ def signed_message():
 
 
 def test_dkim_at_end_of_data_embedded(spawn):
+    from test_checkid import b_tag
     hdrs, body = signed_message()
+    b_tag = b_tag(hdrs[0].decode()).encode()
     c = spawn(module='t_checkid_probe')
     got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs, body=body,
-                 bodysize=len(body))
+                 bodysize=len(body), env=ENV)
+    # no resolver module but the stand-in's (idcheck.dns does the lookups)
     assert got == (b'ACCEPT', b'', b'', b'', [
         (b'Authent:', b'192.0.2.1 dkim.test SPF1 PASS ratings=S1:-,M2:-,H1:-'),
         (b'DKIM-Check:', b'dkim=pass header.d=dkim.test header.s=sel1'),
+        (b'Authentication-Results:', b'mx.checkid.test; spf=pass smtp.mailfrom=sender@example.com; '
+         b'spf=none smtp.helo=helo.example; dkim=pass header.d=dkim.test header.s=sel1 '
+         b'header.b=' + b_tag + b'; dmarc=none header.from=dkim.test'),
         (b'X-Modules:', b'spf,dkim')])
     # Body cut at IDCHECK_BODYMAX: idcheck.bodysize tells
     got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs,
-                 body=body[:3], bodysize=len(body))
+                 body=body[:3], bodysize=len(body), env=ENV)
     assert got[4][1] == (b'DKIM-Check:', b'dkim=neutral reason="body too large to verify (%d bytes)"'
                          % len(body))
     # a changed body
     got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'], hdrs=hdrs,
-                 body=body.replace(b'Hello', b'Hullo'), bodysize=len(body))
+                 body=body.replace(b'Hello', b'Hullo'), bodysize=len(body), env=ENV)
     assert got[4][1] == (b'DKIM-Check:', b'dkim=fail header.d=dkim.test header.s=sel1')
+    # DMARC at end of data, its DNS through idcheck.dns: a spoofed p=reject From
+    got = c.call(7, ip=b'192.0.2.1', id=b'dkim.test', r=[b'b@example.org'],
+                 hdrs=[b'From: ceo@news.idcheck-dmarc.co.uk'], body=b'x\r\n', bodysize=3, env=ENV)
+    assert got == (b'REJECT', b'550', b'5.7.1',
+                   b"Message from 'news.idcheck-dmarc.co.uk' refused by its DMARC policy",
+                   [(b'X-Modules:', b'spf,dkim')])
     c.finish()
 
 
@@ -278,17 +300,25 @@ def test_bad_input_embedded(spawn):
         b'CONTINUE', b'250', b'', b'Sender OK', [(b'Authent:', b'- - SPF1 NONE')])
     assert c.call(ip=b'192.0.2.1', id=b'\xff\xfe.example', h=b'\xc3\xa9', s=b'\xff@\xff')[4] == [
         (b'Authent:', b'192.0.2.1 - SPF1 NONE')]
-    assert c.call(ip=b'2001:db8::1', id=b'pass.spf.test')[4] == [
+    assert c.call(ip=b'2001:db8::1', id=b'pass.spf.test', env=ENV)[4] == [
         (b'Authent:', b'2001:db8::1 pass.spf.test SPF1 PASS ratings=S1:A,M2:B,H1:A')]
     assert c.call(5, ip=b'192.0.2.1', id=None, h=b'[192.0.2.1]', s=b'a@example.com',
-                  r=[b'b@example.org'])[:2] == (b'ACCEPT', b'')
+                  r=[b'b@example.org'])[:2] == (b'CONTINUE', b'')
+    assert c.call(7, ip=b'192.0.2.1', id=None, h=b'[192.0.2.1]', s=b'\xff@\xff',
+                  r=[b'b@example.org'], hdrs=[b'From: \xff@\xfe.example', b'\xff: \xfe'],
+                  body=b'x', bodysize=1)[:2] == (b'ACCEPT', b'')
     log = c.finish()
     assert 'Traceback' not in log, log
 
 
 def test_trace_line(spawn):
     c = spawn(module='checkid')
-    c.call(ip=b'192.0.2.1', id=b'example.com', env=[b'CHECKID_TRACE=1'])
+    c.call(ip=b'192.0.2.1', id=b'example.com', s=None, env=ENV + [b'CHECKID_TRACE=1'])
+    c.call(7, ip=b'192.0.2.1', id=b'example.com', r=[b'b@example.org'],
+           hdrs=[b'From: a@example.com'], body=b'x', bodysize=1, env=ENV + [b'CHECKID_TRACE=1'])
     log = c.finish()
     assert re.search(r'policy: checkid: trace ACCEPT total=[\d.]+ms import_spf=[\d.]+ms '
                      r'spf=[\d.]+ms ratings=[\d.]+ms', log), log
+    # at end of data: the ratings and the identity's SPF are remembered
+    assert re.search(r'policy: checkid: trace ACCEPT total=[\d.]+ms (ratings=[\d.]+ms )?dkim=[\d.]+ms '
+                     r'([a-z_]+=[\d.]+ms )*dmarc=[\d.]+ms authres=[\d.]+ms rest=', log), log

@@ -30,7 +30,7 @@ def test_demo_commands_work():
         assert '(policy: checkid;' in text
         commands = [line.strip() for line in text.splitlines()
                     if line.startswith('  swaks ') or line.startswith('  /usr/bin/python3 -c')]
-        assert len(commands) == 4, text
+        assert len(commands) == 5, text
         out = [subprocess.run(['sh', '-c', c], capture_output=True, timeout=60).stdout.decode('latin1')
                for c in commands]
 
@@ -39,15 +39,27 @@ def test_demo_commands_work():
         assert out[1] == "(250, b'2.1.0 ID example.com accepted')\n{}\n"
         assert "<** 550 5.7.1 Sending MTA '127.0.0.1' not authorized by 'example.net'\n" in out[2]
         assert '<-  220 rblsmtpd.local\n' in out[3] and '<** 451 ' in out[3]
+        assert " -> From: ceo@dmarc-reject.test\r\n" in out[4]
+        assert "<** 550 5.7.1 Message from 'dmarc-reject.test' refused by its DMARC policy\n" \
+            in out[4]
 
         msgs = []
         for path in sorted(glob.glob(os.path.join(tmp, 'queue', '*.msg'))):
             with open(path, 'rb') as f:
                 msgs.append(f.read())
         assert len(msgs) == 2
-        for msg, helo in zip(msgs, (b'example.com', b'mx.example.com')):
-            assert msg.startswith(b'Authent: 127.0.0.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B\n'
-                                  b'Received: from unknown (HELO ' + helo + b') (127.0.0.1)\n')
+        # swaks's message (From: a@example.com, p=reject, aligned by SPF);
+        # smtplib's has no From. Folding undone (the wrapper folds).
+        for msg, helo, results in zip(msgs, (b'example.com', b'mx.example.com'), (
+                b'spf=pass smtp.helo=example.com; dkim=none; '
+                b'dmarc=pass (p=reject dis=none) header.from=example.com',
+                b'spf=none smtp.helo=mx.example.com; dkim=none; '
+                b'dmarc=permerror reason="no From field"')):
+            assert msg.replace(b'\n ', b' ').startswith(
+                b'Authentication-Results: demo.example; spf=pass smtp.mailfrom=a@example.com; '
+                + results + b'\nDKIM-Check: dkim=none\n'
+                b'Authent: 127.0.0.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B\n'
+                b'Received: from unknown (HELO ' + helo + b') (127.0.0.1)  by demo.example '), msg
     finally:
         subprocess.run(['sh', DEMO, 'stop'], env=env, capture_output=True, timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,26 +8,45 @@ else the MAIL FROM domain), in this order:
   2. SPF for the identity with pyspf, method label SPF1 (spf_check.py)
   3. what config.SPF_ACTIONS says for that result; for pass (RATE): the
      Registry ratings of the identity, weighted, against the thresholds:
-     ACCEPT / FILTER / REJECT (ratings.py)
-  4. at end of data, DKIM (dkim_check.py), in a header of its own
+     ACCEPT / FILTER / REJECT (ratings.py; no services by default)
+  4. before the data, an ACCEPT or FILTER is held back as CONTINUE (config
+     DEFER), so that the policy sees the message;
+  5. at end of data: DKIM (dkim_check.py, one verification per message),
+     SPF of the MAIL FROM and HELO identities, DMARC (dmarc.py), whose
+     policy may make the verdict stricter (p=reject: REJECT 550 5.7.1, p=
+     quarantine: FILTER); incoming Authentication-Results fields that claim
+     to be ours are renamed Original-Authentication-Results.
 
 Headers: header0 'Authent:' with "IP ID SPF1 RESULT[ ratings=S1:A,...]",
-and at end of data 'DKIM-Check:' with "dkim=pass header.d=... header.s=...".
+then 'DKIM-Check:' with "dkim=pass header.d=... header.s=...", then the RFC
+8601 'Authentication-Results:' (authresults.py) with spf, dkim and dmarc.
+
+checkID returns the seed's (action, reply, headers), or (action, reply,
+headers, edits) when incoming fields are to be renamed: edits is a list of
+{'field': i, 'rename': 'Original-Authentication-Results:'}, i indexing
+Hdrs; qmail-idcheck carries them out. idcheck.hdrscut (the header fields
+qmail-idcheck left out of Hdrs, for its cap) is read where it exists.
 
 Everything an administrator sets is in config.py, each setting overridable
 per client by a CHECKID_* variable from tcprules. DNS goes through dnsio.py
 (idcheck.dns inside qmail-idcheck, pydns with DNSCACHEIP outside). The
-heavy imports (pyspf, dkimpy) happen at their first use. See checkid(7).
+heavy imports (pyspf, dkimpy, authres) happen at their first use. See
+checkid(7).
 """
 import time as _time
 
 from . import config as _config
 from . import dnsio as _dnsio
+from .names import domain as _domain, printable as _printable
 
 __all__ = ['checkID']
 
 _cache = {}            # per process: one SMTP session embedded, many in a qmail-idcheckd worker
 _CACHE_MAX = 256
+_CACHE_TTL = 300.0     # seconds: a qmail-idcheckd worker lives long, DNS data changes
+_SEVERITY = {'ACCEPT': 0, 'CONTINUE': 0, 'FILTER': 1, 'DISCARD': 2, 'TEMPFAIL': 3, 'REJECT': 4}
+AR_LABEL = 'Authentication-Results:'
+AR_RENAMED = 'Original-Authentication-Results:'
 
 
 def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
@@ -65,7 +84,7 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
     'label': 'Authent:'}])
     '''
     env = _dnsio.environ()
-    cfg = _config.Config(env)
+    cfg = _config.for_environ(env)
     trace = _Trace(env.get('CHECKID_TRACE'))
     for w in cfg.warnings:
         _log('checkid: ' + w)
@@ -75,7 +94,8 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
     shown_ip = _printable(IP) if IP is not None else '-'
     shown_id = _printable(identity) if identity else '-'
     stage = _stage(R, Hdrs, Body)
-    fill = {'ip': shown_ip, 'id': shown_id, 'zone': cfg.prescreen_zone, 'ratings': ''}
+    fill = {'ip': shown_ip, 'id': shown_id, 'zone': cfg.prescreen_zone, 'ratings': '',
+            'from': '-'}
 
     # 1. the pre-screen
     if cfg.prescreen_zone:
@@ -88,19 +108,18 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
             _log('checkid: pre-screen of %s in %s failed: %s'
                  % (shown_ip, cfg.prescreen_zone, _printable(detail)))
 
-    # 2. SPF
+    # 2. SPF of the identity: the seed's check, label SPF1
     if ip is None or identity is None:
         result = 'none'
     else:
-        result = _cached(('spf', ip, identity, cfg.key()), lambda: _spf(ip, identity, cfg, trace),
-                         keep=lambda r: r != 'temperror')
+        result = _spf(ip, 'postmaster@' + identity, identity, cfg, trace)
     action = cfg.spf_actions[result]
     reason = result
 
     # 3. the Registry ratings, when SPF says so
     marks = None
-    if action == 'RATE' and identity is None:
-        action = cfg.unrated          # nobody to rate (CHECKID_SPF_NONE=RATE)
+    if action == 'RATE' and (identity is None or not cfg.services):
+        action = cfg.unrated          # nobody to rate, or nobody to ask
     if action == 'RATE':
         from . import ratings
         # a failed lookup ('?') is not kept: in qmail-idcheckd the cache
@@ -122,43 +141,182 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
         text += ' ' + fill['ratings']
     headers = [{'text': text, 'label': 'Authent:'}]
 
-    # 4. DKIM at end of data
-    if stage == 'data':
-        if cfg.dkim and Hdrs:
-            from . import dkim_check
-            _, dtext = dkim_check.verify(Hdrs, Body, _bodysize(Body), cfg.dns_timeout)
-            trace.mark('dkim')
-            headers.append({'text': dtext, 'label': 'DKIM-Check:'})
-        if action == 'CONTINUE':
-            action = 'ACCEPT'
-    elif action == 'ACCEPT' and cfg.defer:
-        action = 'CONTINUE'
+    if stage != 'data':
+        # 4. hold an ACCEPT or FILTER back until the message is seen
+        if action in ('ACCEPT', 'FILTER') and _defer(cfg, S):
+            action = 'CONTINUE'
+        elif action in ('ACCEPT', 'FILTER') and S is not None:
+            # final before the data: what is known so far
+            spf_from, spf_helo = _envelope_spf(ip, H, S, cfg, trace)
+            from . import authresults
+            headers.append({'label': AR_LABEL, 'text': authresults.field(
+                _authserv_id(cfg, env), spf_from, spf_helo)})
+        trace.done(action)
+        # At MAIL the seed's reply; later, the MTA's own reply stands.
+        return (action, _reply('ok', action, fill) if stage == 'mail' else None, headers)
+
+    # 5. end of data
+    if action == 'CONTINUE':
+        action = 'ACCEPT'
+    return _end_of_data(action, ip, H, S, Hdrs, Body, cfg, env, fill, headers, trace)
+
+
+def _end_of_data(action, ip, H, S, Hdrs, Body, cfg, env, fill, headers, trace):
+    from . import authresults
+    hdrscut = _hdrscut()
+    if hdrscut:
+        _log('checkid: %d header field(s) not passed to checkID (Hdrs is capped)%s; an '
+             'Authentication-Results field among them cannot be renamed'
+             % (hdrscut, ': DMARC fails' if cfg.dmarc else ''))
+    bodysize = _bodysize(Body)
+    signatures = None
+    if cfg.dkim and Hdrs:
+        from . import dkim_check
+        signatures = dkim_check.check(
+            Hdrs, Body, bodysize, cfg.dns_timeout,
+            txt=lambda name, timeout: _cached(('txt', name, cfg.key()),
+                                              lambda: _dnsio.lookup(name, 'TXT', timeout)))
+        trace.mark('dkim')
+        headers.append({'text': dkim_check.summary(signatures, bodysize)[1],
+                        'label': 'DKIM-Check:'})
+    spf_from, spf_helo = _envelope_spf(ip, H, S, cfg, trace)
+
+    verdicts = []
+    if cfg.dmarc:
+        verdicts = _dmarc(Hdrs, S, H, spf_from, signatures or [], cfg, hdrscut, trace)
+        dmarc_action, why, domain = _dmarc_action(verdicts, cfg)
+        if _SEVERITY[dmarc_action] > _SEVERITY[action]:
+            action = dmarc_action
+            fill['from'] = _printable(domain) if domain else '-'
+            if action in ('REJECT', 'TEMPFAIL'):
+                trace.done(action)
+                return (action, _reply(why, action, fill), [])
+
+    ours = _authserv_id(cfg, env)
+    headers.append({'label': AR_LABEL, 'text': authresults.field(
+        ours, spf_from, spf_helo, signatures, verdicts, bodysize)})
+    # RFC 8601 section 5: a field claiming to be ours must not pass as ours
+    edits = [{'field': i, 'rename': AR_RENAMED}
+             for i, value in authresults.incoming(Hdrs) if authresults.claims_ours(value, ours)]
+    trace.mark('authres')
     trace.done(action)
-    # At MAIL the seed's reply; later, the MTA's own reply stands.
-    return (action, _reply('ok', action, fill) if stage == 'mail' else None, headers)
+    if edits:
+        return (action, None, headers, edits)
+    return (action, None, headers)
 
 
 # ---- helpers ----
 
-def _spf(ip, identity, cfg, trace):
-    from . import spf_check
-    spf_check.module()
-    trace.mark('import spf')
-    result, _ = spf_check.check(ip, identity, cfg.dns_timeout, cfg.spf_timeout)
-    trace.mark('spf')
-    return result
+def _spf(ip, sender, helo, cfg, trace):
+    """SPF of sender from ip (helo for %{h}), cached; a temperror is not."""
+    def compute():
+        from . import spf_check
+        spf_check.module()
+        trace.mark('import spf')
+        result, _ = spf_check.check_sender(ip, sender, helo, cfg.dns_timeout, cfg.spf_timeout)
+        trace.mark('spf')
+        return result
+    return _cached(('spf', ip, sender, helo, cfg.key()), compute,
+                   keep=lambda r: r != 'temperror')
+
+
+def _envelope_spf(ip, H, S, cfg, trace):
+    """((result, smtp.mailfrom value), (result, smtp.helo name)) for the MAIL
+    FROM and HELO identities (RFC 7208 sections 2.4 and 2.3); None for an
+    identity without a domain to check. The null sender is postmaster@HELO."""
+    from .names import address_domain
+    helo = _domain(H)
+    mailfrom = None
+    if ip is not None and S is not None:
+        if S == '':
+            if helo:
+                mailfrom = (_spf(ip, 'postmaster@' + helo, helo, cfg, trace),
+                            'postmaster@' + helo)
+        else:
+            d = address_domain(S)
+            if d:
+                from .authresults import mailfrom_value
+                local = S.rsplit('@', 1)[0]
+                shown_helo = helo or (_printable(H) if H else 'unknown')
+                mailfrom = (_spf(ip, local + '@' + d, shown_helo, cfg, trace),
+                            mailfrom_value(S, d))
+    spf_helo = None
+    if ip is not None and helo:
+        spf_helo = (_spf(ip, 'postmaster@' + helo, helo, cfg, trace), helo)
+    return mailfrom, spf_helo
+
+
+def _dmarc(Hdrs, S, H, spf_from, signatures, cfg, hdrscut, trace):
+    from . import dmarc, psl
+    from .names import address_domain
+    if S == '':
+        spf_domain = _domain(H)
+    else:
+        spf_domain = address_domain(S) if S else None
+    spf = (spf_from[0] if spf_from else 'none', spf_domain)
+    if not psl.load(cfg.psl_file):
+        _log('checkid: the Public Suffix List %s cannot be read: organizational '
+             'domains are the last two labels' % _printable(cfg.psl_file))
+
+    def record(domain):
+        return _cached(('dmarc', domain, cfg.key()),
+                       lambda: dmarc.lookup(domain, cfg.dns_timeout),
+                       keep=lambda r: r[0] != 'temperror')
+
+    def draw():
+        if _config.RANDOM is not None:
+            return _config.RANDOM()
+        import random
+        return random.random()
+
+    verdicts = dmarc.check(Hdrs, spf, signatures, record,
+                           lambda d: psl.organizational(d, cfg.psl_file), draw, hdrscut)
+    trace.mark('dmarc')
+    return verdicts
+
+
+def _dmarc_action(verdicts, cfg):
+    """(action, reply reason, domain) for the strictest failing verdict."""
+    from . import dmarc
+    worst = ('ACCEPT', 'ok', None)
+    for v in verdicts:
+        if v.result not in ('fail', 'temperror') or v.disposition == 'none':
+            continue
+        action = cfg.dmarc_actions[v.disposition]
+        why = 'dmarc'
+        if v.applied is None:                           # an author that cannot be checked
+            why = 'dmarc-unseen' if v.reason.endswith(dmarc.UNSEEN) else 'dmarc-author'
+        if v.result == 'temperror' and action == 'REJECT':
+            action, why = 'TEMPFAIL', 'dmarc-temp'      # the sender may try again
+        if _SEVERITY[action] > _SEVERITY[worst[0]]:
+            worst = (action, why, v.domain)
+    return worst
+
+
+def _authserv_id(cfg, env):
+    from . import authresults
+    return authresults.authserv_id(
+        cfg, env, lambda home: _cached(('me', home), lambda: authresults.control_me(home)))
+
+
+def _defer(cfg, S):
+    if cfg.defer is None:
+        return S is not None
+    return cfg.defer
 
 
 def _cached(key, compute, keep=lambda value: True):
     import os
     key = key + (os.environ.get('DNSCACHEIP'),)
-    if key in _cache:
-        return _cache[key]
+    now = _time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < _CACHE_TTL:
+        return hit[1]
     value = compute()
     if keep(value):
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
-        _cache[key] = value
+        _cache[key] = (now, value)
     return value
 
 
@@ -173,14 +331,6 @@ def _reply(reason, action, fill):
     elif action not in ('REJECT', 'TEMPFAIL'):
         code, xcode, text = _config.REPLIES['ok']
     return (code, xcode, text % fill)
-
-
-def _printable(s):
-    """Client text for a header or a reply: printable ASCII, '?' for the rest."""
-    if isinstance(s, bytes):
-        s = s.decode('ascii', 'replace')
-    s = str(s)
-    return ''.join(c if ' ' <= c <= '~' else '?' for c in s)[:255] or '-'
 
 
 def _address(IP):
@@ -200,30 +350,6 @@ def _address(IP):
         except (OSError, ValueError):
             pass
     return None
-
-
-def _domain(name):
-    """A domain name fit for DNS (IDNA applied, lower case), or None."""
-    if not isinstance(name, str):
-        return None
-    name = name.strip().rstrip('.')
-    if not name or name.startswith('['):
-        return None
-    if not name.isascii():
-        try:
-            name = name.encode('idna').decode('ascii')
-        except (UnicodeError, ValueError):
-            return None
-    name = name.lower()
-    labels = name.split('.')
-    if len(name) > 253 or len(labels) < 2:
-        return None
-    for label in labels:
-        if not label or len(label) > 63 or label.startswith('-') or label.endswith('-'):
-            return None
-        if not all(c.isalnum() or c in '-_' for c in label):
-            return None
-    return name
 
 
 def _identity(ID, H, S):
@@ -249,6 +375,16 @@ def _bodysize(Body):
     if _dnsio.idcheck is not None:
         return getattr(_dnsio.idcheck, 'bodysize', None)
     return None
+
+
+def _hdrscut():
+    """How many header fields qmail-idcheck left out of Hdrs (its cap)."""
+    if _dnsio.idcheck is not None:
+        try:
+            return max(0, int(getattr(_dnsio.idcheck, 'hdrscut', 0) or 0))
+        except (TypeError, ValueError):
+            return 0
+    return 0
 
 
 def _log(text):

@@ -5,7 +5,7 @@ an environment variable (set in the tcprules file that tcpserver reads, so
 a partner network can get other rules than the rest of the world):
 
   setting          variable                 default
-  SERVICES         CHECKID_SERVICES         S1=s1.registry.test@1,M2=m2.registry.test@1,H1=h1.registry.test@1
+  SERVICES         CHECKID_SERVICES         ''     no rating services (see below)
   ACCEPT_AT        CHECKID_ACCEPT_AT        6      weighted grade >= this: ACCEPT
   FILTER_AT        CHECKID_FILTER_AT        3      >= this: FILTER, below: REJECT
   UNRATED          CHECKID_UNRATED          ACCEPT no service rates the identity
@@ -13,8 +13,15 @@ a partner network can get other rules than the rest of the world):
   PRESCREEN_ZONE   CHECKID_PRESCREEN_ZONE   ''     the DNSBL of the pre-screen ('' = off)
   PRESCREEN_CODES  CHECKID_PRESCREEN_CODES  127.0.0.0/8   answers that count as listed
   DKIM             CHECKID_DKIM             1      verify DKIM signatures at end of data
-  DEFER            CHECKID_DEFER            0      1: CONTINUE instead of ACCEPT before
-                                                   the data, so DKIM runs for every message
+  DMARC            CHECKID_DMARC            1      evaluate DMARC at end of data
+  DMARC_ACTIONS    CHECKID_DMARC_REJECT     REJECT what a failing message of a p=reject
+                   CHECKID_DMARC_QUARANTINE FILTER domain gets, and of p=quarantine
+  DEFER            CHECKID_DEFER            auto   when ACCEPT and FILTER wait for the
+                                                   data (CONTINUE): see below
+  AUTHSERV_ID      CHECKID_AUTHSERV_ID      ''     Authentication-Results' authserv-id;
+                                                   '': control/me, else TCPLOCALHOST
+  QMAIL_HOME       CHECKID_QMAIL_HOME       /var/qmail    where control/me is
+  PSL_FILE         CHECKID_PSL_FILE         /usr/share/publicsuffix/public_suffix_list.dat
   DNS_TIMEOUT      CHECKID_DNS_TIMEOUT      5      seconds per DNS lookup
   SPF_TIMEOUT      CHECKID_SPF_TIMEOUT      15     seconds for all of SPF's lookups
 
@@ -23,9 +30,25 @@ the grades the services gave (services without a grade do not count).
 
 SERVICES is a comma-separated list of NAME=ZONE[@WEIGHT]: the rating of
 identity example.com by service S1 is the TXT record at
-example.com.<S1's zone>, whose text starts with the grade letter. The
-default zones are under .test (RFC 2606): they exist only in the test
-suite's DNS data, so replace them with the Registry's zones.
+example.com.<S1's zone>, whose text starts with the grade letter, e.g.
+CHECKID_SERVICES=S1=s1.registry.example@1,M2=m2.registry.example@1. None is
+set by default: no rating is looked up, and an SPF pass (RATE) gets UNRATED.
+The test suite and the demo name their own zones under .test.
+
+DEFER: checkID's ACCEPT before the data is final, so the message would
+never be seen. auto (the default): a call that belongs to a transaction (S,
+the MAIL FROM address, is given: always so from qmail-idcheck) answers
+CONTINUE instead of ACCEPT or FILTER before the data, so that DKIM, DMARC
+and the check of incoming Authentication-Results run at end of data, where
+the verdict held back is given (or a stricter one). A call with IP and ID
+only (the seed's examples) is about the identity alone and gets ACCEPT.
+1: CONTINUE always; 0: never (an ACCEPT at MAIL is final: no DKIM, DMARC or
+Authentication-Results check for that message).
+
+DMARC_ACTIONS: the verdict at end of data for a message that fails DMARC,
+by the policy that applies to it (after pct): reject and quarantine; any
+action (ACCEPT, FILTER, CONTINUE, REJECT, TEMPFAIL, DISCARD); CONTINUE and
+ACCEPT record the result only. p=none is recorded only.
 
 SPF_ACTIONS maps each SPF result of the identity to what the policy does:
 
@@ -40,10 +63,7 @@ as a pre-screen hit, whatever PRESCREEN_CODES says.
 """
 
 SERVICES = [
-    # (name, zone, weight)
-    ('S1', 's1.registry.test', 1.0),
-    ('M2', 'm2.registry.test', 1.0),
-    ('H1', 'h1.registry.test', 1.0),
+    # (name, zone, weight), e.g. ('S1', 's1.registry.example', 1.0)
 ]
 
 GRADES = {'A': 9, 'B': 7, 'C': 5, 'D': 0}
@@ -66,7 +86,19 @@ PRESCREEN_ZONE = ''
 PRESCREEN_CODES = '127.0.0.0/8'
 
 DKIM = True
-DEFER = False
+DMARC = True
+DMARC_ACTIONS = {
+    'reject': 'REJECT',
+    'quarantine': 'FILTER',
+}
+DEFER = None          # None: auto; True, False
+AUTHSERV_ID = ''
+QMAIL_HOME = '/var/qmail'
+PSL_FILE = '/usr/share/publicsuffix/public_suffix_list.dat'
+
+# pct's draw: a function returning a float in [0, 1); None is
+# random.random. Tests replace it to choose the outcome.
+RANDOM = None
 
 DNS_TIMEOUT = 5.0
 SPF_TIMEOUT = 15.0
@@ -84,10 +116,51 @@ REPLIES = {
     'ratings': (550, '5.7.1', "Sender '%(id)s' is not accepted here (%(ratings)s)"),
     'prescreen': (554, '5.7.1', "Sending MTA '%(ip)s' is listed in %(zone)s"),
     'prescreen-temp': (451, '4.7.1', "Sending MTA '%(ip)s': try again later"),
+    # DMARC at end of data; %(from)s is the From domain
+    'dmarc': (550, '5.7.1', "Message from '%(from)s' refused by its DMARC policy"),
+    'dmarc-temp': (451, '4.7.1', "Temporary failure checking the DMARC policy of '%(from)s', "
+                                 "try again later"),
+    'dmarc-unseen': (550, '5.7.1', "Header section too large to check the message's author"),
+    'dmarc-author': (550, '5.7.1', "The message's author (From) cannot be checked"),
 }
 
 ACTIONS = ('ACCEPT', 'REJECT', 'FILTER', 'CONTINUE', 'TEMPFAIL', 'DISCARD')
 SPF_RESULTS = tuple(SPF_ACTIONS)
+
+
+_configs = {}          # the values of the variables Config reads -> Config
+_variables = None
+
+
+class _Reading:
+    """An environment that notes the names asked of it."""
+
+    def __init__(self, env):
+        self.env, self.names = env, []
+
+    def get(self, name, default=None):
+        self.names.append(name)
+        return self.env.get(name, default)
+
+
+def for_environ(environ):
+    """Config(environ), remembered per process by the values of the
+    variables it reads: the settings are parsed once, not at every call.
+    (So Config must ask for every variable it uses whatever their values:
+    the names are learnt from the first construction.)"""
+    global _variables
+    env = environ or {}
+    if _variables is None:
+        reading = _Reading(env)
+        Config(reading)
+        _variables = tuple(dict.fromkeys(reading.names))
+    key = tuple(env.get(name) for name in _variables)
+    cfg = _configs.get(key)
+    if cfg is None:
+        if len(_configs) >= 64:
+            _configs.clear()
+        cfg = _configs[key] = Config(env)
+    return cfg
 
 
 class Config:
@@ -110,12 +183,22 @@ class Config:
         self.prescreen_zone = zone.strip().strip('.').lower()
         self.prescreen_codes = self._codes(env.get('CHECKID_PRESCREEN_CODES', PRESCREEN_CODES))
         self.dkim = self._flag(env, 'CHECKID_DKIM', DKIM)
-        self.defer = self._flag(env, 'CHECKID_DEFER', DEFER)
+        self.dmarc = self._flag(env, 'CHECKID_DMARC', DMARC)
+        self.dmarc_actions = {}
+        for policy, action in DMARC_ACTIONS.items():
+            self.dmarc_actions[policy] = self._action(env, 'CHECKID_DMARC_' + policy.upper(),
+                                                      action)
+        self.defer = DEFER
+        if env.get('CHECKID_DEFER', '').strip().lower() != 'auto':
+            self.defer = self._flag(env, 'CHECKID_DEFER', DEFER)
+        self.authserv_id = env.get('CHECKID_AUTHSERV_ID', AUTHSERV_ID).strip()
+        self.qmail_home = env.get('CHECKID_QMAIL_HOME', QMAIL_HOME)
+        self.psl_file = env.get('CHECKID_PSL_FILE', PSL_FILE)
         self.dns_timeout = self._number(env, 'CHECKID_DNS_TIMEOUT', DNS_TIMEOUT, positive=True)
         self.spf_timeout = self._number(env, 'CHECKID_SPF_TIMEOUT', SPF_TIMEOUT, positive=True)
 
     def key(self):
-        """What SPF and rating answers depend on (for the per-session cache)."""
+        """What SPF, rating and DMARC answers depend on (for the cache)."""
         return (tuple(self.services), self.dns_timeout, self.spf_timeout)
 
     # ---- parsers ----

@@ -5,12 +5,19 @@ The message is put back together from what checkID got: the header fields
 body bytes. When Body was cut (idcheck.bodysize is larger than len(Body))
 the signatures cannot be checked: the result is 'toolarge'.
 
-verify() returns (result, text) for the method's own header: result is
-'none' (no signature), 'pass', 'fail', 'temperror', 'permerror' or
-'toolarge', the best over the signatures; text is the header text, one
+check() verifies each signature once (at most MAX_SIGNATURES) and returns a
+Signature per signature: result ('pass', 'fail', 'temperror', 'permerror'
+or 'toolarge'), domain (d=, lower case) or None, selector (s=) or None, and
+b, the first 8 characters of the signature (b=, RFC 6008's header.b). The
+caller keeps that list for the DKIM-Check header, Authentication-Results
+and DMARC: one verification per message.
+
+verify() is check() as (best result, text) for the DKIM-Check header: one
 "dkim=RESULT header.d=DOMAIN header.s=SELECTOR" per signature, joined with
-"; " (Authentication-Results style, RFC 8601).
+"; "; ('none', 'dkim=none') without signatures.
 """
+import collections
+
 from . import dnsio
 from .spf_check import _hidden_resolvers
 
@@ -63,16 +70,21 @@ def _token(value):
 
 MAX_SIGNATURES = 5
 
+Signature = collections.namedtuple('Signature', 'result domain selector b')
 
-def verify(Hdrs, Body, bodysize=None, timeout=5.0):
+
+def check(Hdrs, Body, bodysize=None, timeout=5.0, txt=None):
+    """[Signature] for the message's DKIM signatures, top first. txt(name,
+    timeout) looks up a key record (dnsio.lookup's TXT answer; the caller
+    may cache it)."""
     count = _signatures(Hdrs or [])
     if not count:
-        return 'none', 'dkim=none'
+        return []
     # each signature costs a parse and a DNS lookup: a client must not make
     # the call outlast IDCHECK_CALLTIMEOUT with many of them
     count = min(count, MAX_SIGNATURES)
     if bodysize is not None and Body is not None and bodysize > len(Body):
-        return 'toolarge', 'dkim=neutral reason="body too large to verify (%d bytes)"' % bodysize
+        return [Signature('toolarge', None, None, None)] * count
     dkim = module()
 
     failed = []        # what dnsfunc met: dkimpy turns its errors into False
@@ -81,14 +93,14 @@ def verify(Hdrs, Body, bodysize=None, timeout=5.0):
         if isinstance(name, bytes):
             name = name.decode('ascii', 'replace')
         try:
-            records = dnsio.lookup(name, 'TXT', timeout)
+            records = txt(name, timeout) if txt else dnsio.lookup(name, 'TXT', timeout)
         except dnsio.DNSError as e:
             failed.append('temperror')
             raise dkim.DnsTimeoutError(str(e))
         return b''.join(records[0]) if records else None
 
     message = message_bytes(Hdrs, Body)
-    results, parts = [], []
+    out = []
     for idx in range(count):
         d = None
         del failed[:]
@@ -109,14 +121,42 @@ def verify(Hdrs, Body, bodysize=None, timeout=5.0):
             result = 'permerror'
         except Exception:                 # a malformed message must not fault the call
             result = 'permerror'
-        text = 'dkim=%s' % result
         domain = getattr(d, 'domain', None)
         selector = getattr(d, 'selector', None)
-        if domain:
-            text += ' header.d=%s' % _token(domain)
-        if selector:
-            text += ' header.s=%s' % _token(selector)
-        results.append(result)
+        fields = getattr(d, 'signature_fields', None) or {}
+        b = fields.get(b'b') if domain else None
+        out.append(Signature(result, _token(domain).lower() if domain else None,
+                             _token(selector) if selector else None,
+                             _b_prefix(b) if b else None))
+    return out
+
+
+def _b_prefix(b):
+    """RFC 6008: the signature's first 8 characters identify it."""
+    value = b''.join(b.split())[:8] if isinstance(b, bytes) else b''
+    value = value.decode('ascii', 'replace')
+    if not all(c.isalnum() or c in '+/=' for c in value):
+        return None
+    return value or None
+
+
+def verify(Hdrs, Body, bodysize=None, timeout=5.0):
+    return summary(check(Hdrs, Body, bodysize, timeout), bodysize)
+
+
+def summary(signatures, bodysize=None):
+    """(best result, DKIM-Check text) of check()'s list."""
+    if not signatures:
+        return 'none', 'dkim=none'
+    if signatures[0].result == 'toolarge':
+        return 'toolarge', 'dkim=neutral reason="body too large to verify (%d bytes)"' % bodysize
+    parts = []
+    for sig in signatures:
+        text = 'dkim=%s' % sig.result
+        if sig.domain:
+            text += ' header.d=%s' % sig.domain
+        if sig.selector:
+            text += ' header.s=%s' % sig.selector
         parts.append(text)
-    best = min(results, key=ORDER.index)
+    best = min((sig.result for sig in signatures), key=ORDER.index)
     return best, '; '.join(parts)

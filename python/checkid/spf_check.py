@@ -71,17 +71,27 @@ _timeout = 5.0     # seconds per lookup; set by check()
 def check(ip, identity, dns_timeout=5.0, total_timeout=15.0):
     """The SPF result ('pass', 'fail', 'softfail', 'neutral', 'none',
     'temperror', 'permerror') and pyspf's explanation, for the domain
-    identity sending from ip."""
+    identity sending from ip: the seed's check, postmaster@identity with
+    identity as the HELO name (RFC 7208 section 2.3 for a HELO identity)."""
+    return check_sender(ip, 'postmaster@' + identity, identity, dns_timeout, total_timeout)
+
+
+def check_sender(ip, sender, helo, dns_timeout=5.0, total_timeout=15.0):
+    """SPF (RFC 7208 section 2.4) of sender, the MAIL FROM address with its
+    real local part (for the %{l} and %{s} macros), from ip, helo being the
+    HELO/EHLO name (%{h}). For the HELO identity pass 'postmaster@' + helo."""
     global _timeout
     spf = module()
     _timeout = dns_timeout
     try:
-        result, explanation = spf.check2(i=ip, s='postmaster@' + identity, h=identity,
+        result, explanation = spf.check2(i=ip, s=sender, h=helo,
                                          timeout=dns_timeout, querytime=total_timeout)
     except spf.TempError as e:
         return 'temperror', str(e)
     except (spf.PermError, ValueError, UnicodeError) as e:
         return 'permerror', str(e)
+    except Exception as e:          # a local part pyspf cannot take must not fault the call
+        return 'permerror', '%s: %s' % (type(e).__name__, e)
     result = str(result).lower()
     if result not in ('pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror'):
         result = 'permerror'

@@ -41,6 +41,12 @@ def checkID(IP=None, ID=None, H=None, S=None, R=None, Hdrs=None, Body=None):
         return ('DISCARD', (250, '2.0.0', 'discarded quietly'), [])
     if key == 'filter':
         return ('FILTER', (250, '', 'filtered'), header)
+    if key == 'tls':
+        import idcheck
+        env = idcheck.environ
+        return ('CONTINUE', (250, '2.1.0', 'tls: %s %s sni=%s' % (
+            env.get('SSL_PROTOCOL'), env.get('SSL_CIPHER'), env.get('SSL_TLS_SNI_SERVERNAME'))),
+            [])
     if key == 'noreply':
         return ('CONTINUE', None, [])
     if stage == 'data':
