@@ -10,7 +10,6 @@
  * fd 1 the log, so print(), input() and child processes are harmless. */
 #include "python_embed.h"
 #include "python_log.h"
-#include "netstring.h"
 #include "policy_wire.h"
 #include "deadline.h"
 #include "stralloc.h"
@@ -20,9 +19,8 @@
 #include <unistd.h>
 
 #define PRIVATE_FD_MIN 10
-#define READ_CHUNK 65536
 
-static void fatal(const char *msg)
+__attribute__((noreturn)) static void fatal(const char *msg)
 {
   log_python2("fatal: ", msg);
   _exit(111);
@@ -39,23 +37,19 @@ static void fds_setup(int *reqfd, int *replyfd)
   if (null > 2) close(null);
 }
 
-/* Read more request bytes: >0 got some, 0 EOF. */
-static size_t request_read(int fd, stralloc *in)
+/* The next request frame (what in holds after the last one counts); at EOF
+ * between frames the session is over. */
+static void request_read(int fd, stralloc *in, struct wire_frame *f)
 {
-  if (!stralloc_readyplus(in, READ_CHUNK)) fatal("out of memory");
-  for (;;) {
-    void *gil = py_io_begin();
-    ssize_t n = read(fd, in->s + in->len, READ_CHUNK);
-    int e = errno;
-    py_io_end(gil);
-    if (n >= 0) {
-      in->len += (size_t)n;
-      return (size_t)n;
-    }
-    if (e != EINTR && e != EAGAIN) {
-      errno = e;
-      fatal("cannot read a request");
-    }
+  void *gil = py_io_begin();
+  enum wire_read r = wire_frame_read(fd, in, DEADLINE_NONE, f);
+  py_io_end(gil);
+  switch (r) {
+    case WIRE_OK: return;
+    case WIRE_EOF: if (!in->len) _exit(0); fatal("request frame cut short by EOF");
+    case WIRE_MALFORMED: case WIRE_EXTRA: fatal("malformed request frame");
+    case WIRE_NOMEM: fatal("out of memory");
+    case WIRE_TIMEOUT: case WIRE_ERROR: fatal("cannot read a request");
   }
 }
 
@@ -75,23 +69,14 @@ int main(void)
   py_start();   /* the proxy writes the first request meanwhile */
 
   for (;;) {
-    long flen = in.len ? netstring_frame(in.s, in.len, WIRE_MAX_FRAME) : 0;
-    if (flen < 0) fatal("malformed request frame");
-    if (flen == 0) {
-      if (request_read(reqfd, &in)) continue;
-      if (in.len) fatal("request frame cut short by EOF");
-      _exit(0);
-    }
-    const char *payload;
-    size_t plen, pos = 0;
-    if (netstring_next(in.s, (size_t)flen, &pos, &payload, &plen) != 1)
-      fatal("malformed request frame");
+    struct wire_frame f;
+    request_read(reqfd, &in, &f);
     out.len = 0;
-    int r = py_serve(payload, plen, &out);
+    int r = py_serve(f.payload, f.plen, &out);
     if (r == 0) fatal("malformed request");
     if (r < 0) fatal("out of memory");
     reply_write(replyfd, &out);
-    in.len -= (size_t)flen;
-    memmove(in.s, in.s + flen, in.len);
+    in.len -= f.len;
+    memmove(in.s, in.s + f.len, in.len);
   }
 }

@@ -36,7 +36,6 @@
  * or dying (PR_SET_PDEATHSIG) ends it. */
 #include "python_embed.h"
 #include "python_log.h"
-#include "netstring.h"
 #include "policy_wire.h"
 #include "deadline.h"
 #include "stralloc.h"
@@ -173,37 +172,23 @@ static int worker_take(int ctl, struct handoff *h)
 /* One call on fd: 1 answered (keep the connection), 0 drop it. */
 static int worker_call(int fd, stralloc *in, stralloc *out)
 {
-  deadline_t deadline = deadline_in(IO_LIMIT_MS);
-  in->len = 0;
-  long flen;
-  for (;;) {
-    flen = in->len ? netstring_frame(in->s, in->len, WIRE_MAX_FRAME) : 0;
-    if (flen < 0) { log_python("qmail-idcheckd: malformed request frame"); return 0; }
-    if (flen > 0) break;
-    if (!stralloc_readyplus(in, 65536)) return 0;
-    void *gil = py_io_begin();
-    ssize_t n = read_deadline(fd, in->s + in->len, 65536, deadline);
-    py_io_end(gil);
-    if (n <= 0) return 0;   /* the session went away, or never finished its request */
-    in->len += (size_t)n;
-  }
-  if ((size_t)flen != in->len) {
-    log_python("qmail-idcheckd: more than one request at once");
-    return 0;
-  }
-  const char *payload;
-  size_t plen, pos = 0;
-  if (netstring_next(in->s, (size_t)flen, &pos, &payload, &plen) != 1) return 0;
-  out->len = 0;
-  int r = py_serve(payload, plen, out);
-  if (r <= 0) {
-    log_python(r == 0 ? "qmail-idcheckd: malformed request" : "qmail-idcheckd: out of memory");
-    return 0;
-  }
+  struct wire_frame f;
   void *gil = py_io_begin();
-  r = write_all_deadline(fd, out->s, out->len, deadline_in(IO_LIMIT_MS));
+  enum wire_read r = wire_frame_read_one(fd, in, deadline_in(IO_LIMIT_MS), &f);
   py_io_end(gil);
-  return r == 0;
+  if (r == WIRE_MALFORMED) log_python("qmail-idcheckd: malformed request frame");
+  if (r == WIRE_EXTRA) log_python("qmail-idcheckd: more than one request at once");
+  if (r != WIRE_OK) return 0;   /* or the session went away, or never finished its request */
+  out->len = 0;
+  int served = py_serve(f.payload, f.plen, out);
+  if (served <= 0) {
+    log_python(served == 0 ? "qmail-idcheckd: malformed request" : "qmail-idcheckd: out of memory");
+    return 0;
+  }
+  gil = py_io_begin();
+  int w = write_all_deadline(fd, out->s, out->len, deadline_in(IO_LIMIT_MS));
+  py_io_end(gil);
+  return w == 0;
 }
 
 static void worker_main(int ctl)
@@ -463,21 +448,17 @@ static void hello_read(int c)
 {
   struct conn *k = &conns[c];
   char buf[WIRE_MAX_HELLO + 1];
+  struct wire_opt client;
   ssize_t n = recv(k->fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n <= 0) { conn_close(c); return; }
-  long flen = netstring_frame(buf, (size_t)n, WIRE_MAX_HELLO);
-  const char *payload, *client;
-  size_t plen, clen, pos = 0;
-  int present;
-  if (flen <= 0 || netstring_next(buf, (size_t)flen, &pos, &payload, &plen) != 1
-      || !wire_hello_decode(payload, plen, &client, &clen, &present)
-      || recv(k->fd, buf, (size_t)flen, MSG_DONTWAIT) != flen) {
+  long flen = wire_hello_decode(buf, (size_t)n, &client);
+  if (flen <= 0 || recv(k->fd, buf, (size_t)flen, MSG_DONTWAIT) != flen) {
     say("session pid %d sent no valid hello: connection closed", (int)k->peer);
     conn_close(c);
     return;
   }
-  client_parse(&k->client, present ? client : 0, clen);
+  client_parse(&k->client, client.present ? client.s : 0, client.len);
   k->state = C_IDLE;
   k->last = now_ms();
   if (n > flen) queue_push(c);          /* its request came with it */
