@@ -11,7 +11,7 @@
 #include <string.h>
 
 #ifndef IDCHECK_PYDIR
-#error "IDCHECK_PYDIR must be defined (see qmail-idcheck/module.mk)"
+#error "IDCHECK_PYDIR must be defined (see python-host/module.mk)"
 #endif
 
 #define REASON_MAX 500          /* a FAULT reason is one line, at most this long */
