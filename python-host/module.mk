@@ -11,7 +11,8 @@ CFLAGS_python_host_ = $(PY_INCLUDES) -DIDCHECK_PYDIR='"$(PYDIR)"' \
 PY_EMBED_OBJS := $(addprefix $(BUILD)/obj/python-host/,python_embed.o python_module.o \
   python_dns.o python_log.o)
 IDCHECK_PY_OBJS := $(BUILD)/obj/python-host/qmail-idcheck-python.o $(PY_EMBED_OBJS)
-IDCHECKD_OBJS := $(BUILD)/obj/python-host/qmail-idcheckd.o $(PY_EMBED_OBJS)
+IDCHECKD_OBJS := $(addprefix $(BUILD)/obj/python-host/,qmail-idcheckd.o idcheckd_pool.o \
+  idcheckd_conns.o idcheckd_worker.o) $(PY_EMBED_OBJS)
 
 $(BUILD)/qmail-idcheck-python: $(IDCHECK_PY_OBJS) $(LIBIDCHECK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(OWFAT) $(PY_LIBS)
