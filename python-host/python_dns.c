@@ -1,8 +1,10 @@
 /* idcheck.dns: see python_dns.h. libowfat's blocking dns_* calls can wait
  * about a minute for a silent server; here every lookup has its own
- * deadline, and the interpreter lock is released while it waits. */
+ * deadline, and the interpreter lock is released while it waits. What the
+ * answer holds for the name is lib/dns_records' business; here it becomes
+ * Python objects. */
 #include "python_dns.h"
-#include "dns_answer.h"
+#include "dns_records.h"
 #include "dns_seed.h"
 #include "dns.h"
 #include "iopause.h"
@@ -16,9 +18,6 @@
 #include <string.h>
 
 #define TIMEOUT_MAX 300.0       /* seconds; a longer wait is a policy bug */
-#define NAME_TEXT_MAX 253       /* characters: 255 bytes on the wire */
-#define LABEL_MAX 63
-#define ALIASES_MAX 10          /* CNAMEs followed per lookup, as pyspf's MAX_CNAME */
 
 static PyObject *dns_error;     /* idcheck.DNSError */
 static PyObject *dns_timeout;   /* idcheck.DNSTimeout */
@@ -81,196 +80,61 @@ static enum outcome transmit_wait(struct dns_transmit *tx, deadline_t deadline)
   }
 }
 
-/* ---- the answer ---- */
+/* ---- the answer as Python objects ---- */
 
-static unsigned int u16(const char *p)
+/* A name as text (dns_records.h) as a str: bytes that are not UTF-8
+ * become surrogates, so it looks up again as it is. */
+static PyObject *name_str(const char *s, size_t len)
 {
-  return ((unsigned int)(unsigned char)p[0] << 8) | (unsigned char)p[1];
+  return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "surrogateescape");
 }
 
-static PyObject *malformed(void)
+/* TXT: a tuple of bytes, one per character-string (they fit: checked). */
+static PyObject *txt_tuple(const char *s, size_t len)
 {
-  PyErr_SetString(dns_error, "malformed answer");
-  return NULL;
-}
-
-/* A domain name at pos in the packet as a str: the bytes of each label as
- * they are, joined by '.' ("." for the root), the form idcheck.dns takes
- * back. No escapes (dns_domain_todot_cat writes "\\072" for ':', which no
- * caller would look up again); bytes that are not UTF-8 become surrogates. */
-static PyObject *name_at(const char *buf, unsigned int len, unsigned int pos)
-{
-  char *dn = 0;
-  stralloc sa = {0};
-  PyObject *s = NULL;
-  int ok;
-  if (!dns_packet_getname(buf, len, pos, &dn)) return malformed();
-  ok = *dn ? 1 : stralloc_copys(&sa, ".");
-  for (const char *label = dn; ok && *label; label += 1 + (unsigned char)*label)
-    ok = (!sa.len || stralloc_append(&sa, ".")) && stralloc_catb(&sa, label + 1, (unsigned char)*label);
-  if (!ok) PyErr_NoMemory();
-  else s = PyUnicode_DecodeUTF8(sa.s, (Py_ssize_t)sa.len, "surrogateescape");
-  free(dn);
-  stralloc_free(&sa);
-  return s;
-}
-
-static PyObject *record_value(const char *qtype, const char *buf, unsigned int len,
-                              unsigned int pos, unsigned int datalen)
-{
-  char text[INET6_ADDRSTRLEN];
-  if (!memcmp(qtype, DNS_T_A, 2) || !memcmp(qtype, DNS_T_AAAA, 2)) {
-    int v6 = !memcmp(qtype, DNS_T_AAAA, 2);
-    if (datalen != (v6 ? 16u : 4u)) return malformed();
-    if (!inet_ntop(v6 ? AF_INET6 : AF_INET, buf + pos, text, sizeof text)) return malformed();
-    return PyUnicode_FromString(text);
+  size_t n = 0;
+  for (size_t i = 0; i < len; i += 1 + (unsigned char)s[i]) ++n;
+  PyObject *t = PyTuple_New((Py_ssize_t)n);
+  for (size_t i = 0, k = 0; t && i < len; i += 1 + (unsigned char)s[i], ++k) {
+    PyObject *b = PyBytes_FromStringAndSize(s + i + 1, (unsigned char)s[i]);
+    if (!b) Py_CLEAR(t);
+    else PyTuple_SET_ITEM(t, (Py_ssize_t)k, b);
   }
-  if (!memcmp(qtype, DNS_T_MX, 2)) {
-    if (datalen < 3) return malformed();
-    PyObject *exch = name_at(buf, len, pos + 2);
-    if (!exch) return NULL;
-    return Py_BuildValue("(IN)", u16(buf + pos), exch);
-  }
-  if (!memcmp(qtype, DNS_T_PTR, 2))
-    return name_at(buf, len, pos);
-  /* TXT: one or more character-strings */
-  PyObject *parts = PyList_New(0);
-  if (!parts) return NULL;
-  for (unsigned int i = 0; i < datalen; ) {
-    unsigned int n = (unsigned char)buf[pos + i];
-    if (i + 1 + n > datalen) {
-      Py_DECREF(parts);
-      return malformed();
-    }
-    PyObject *b = PyBytes_FromStringAndSize(buf + pos + i + 1, (Py_ssize_t)n);
-    if (!b || PyList_Append(parts, b) < 0) {
-      Py_XDECREF(b);
-      Py_DECREF(parts);
-      return NULL;
-    }
-    Py_DECREF(b);
-    i += 1 + n;
-  }
-  PyObject *t = PyList_AsTuple(parts);
-  Py_DECREF(parts);
   return t;
 }
 
-/* Adds to list the records of qtype (class IN) that name owns in the
- * answer, and sets *target (malloc'ed) to the first alias target (CNAME)
- * name owns, if any and not set. Records of other names are not name's and
- * are left alone. 1, or 0 with an error set. */
-static int owned_records(const char *qtype, const char *buf, unsigned int len,
-                         const char *name, PyObject *list, char **target)
+static PyObject *value_object(const char *qtype, const struct dns_records *rs,
+                              const struct dns_value *v)
 {
-  struct dns_answer a;
-  struct dns_record r;
-  int k;
-  if (!dns_answer_start(&a, buf, len)) goto bad;
-  while ((k = dns_answer_next(&a, &r)) == 1) {
-    char *owner = 0;
-    int wanted = !memcmp(r.type, qtype, 2), alias = !memcmp(r.type, DNS_T_CNAME, 2);
-    if (memcmp(r.rclass, DNS_C_IN, 2) || (!wanted && !alias)) continue;
-    if (!dns_packet_getname(buf, len, r.owner, &owner)) goto bad;
-    int mine = dns_domain_equal(owner, name);
-    free(owner);
-    if (!mine) continue;
-    if (wanted) {
-      PyObject *v = record_value(qtype, buf, len, r.data, r.datalen);
-      if (!v) return 0;
-      int added = PyList_Append(list, v);
-      Py_DECREF(v);
-      if (added < 0) return 0;
-    } else if (!*target && !dns_packet_getname(buf, len, r.data, target))
-      goto bad;
+  const char *s = rs->text.s + v->at;
+  char text[INET6_ADDRSTRLEN];
+  if (!memcmp(qtype, DNS_T_A, 2) || !memcmp(qtype, DNS_T_AAAA, 2)) {
+    if (!inet_ntop(v->len == 16 ? AF_INET6 : AF_INET, s, text, sizeof text)) {
+      PyErr_SetString(dns_error, "malformed answer");
+      return NULL;
+    }
+    return PyUnicode_FromString(text);
   }
-  if (k == 0) return 1;
-bad:
-  malformed();
-  return 0;
+  if (!memcmp(qtype, DNS_T_MX, 2)) {
+    PyObject *exchange = name_str(s, v->len);
+    return exchange ? Py_BuildValue("(IN)", v->pref, exchange) : NULL;
+  }
+  if (!memcmp(qtype, DNS_T_PTR, 2)) return name_str(s, v->len);
+  return txt_tuple(s, v->len);
 }
 
-/* The records of qtype that *name owns in the answer, following the aliases
- * the answer holds from *name on, as a resolver library does: a new list,
- * or NULL with an error set.
- *
- * A recursive resolver (dnscache) answers with the whole chain; an
- * authoritative server (tinydns) with the first CNAME alone. So when a
- * NOERROR answer ends at an alias whose target has nothing here, *name
- * becomes that target and *again is set: the caller asks for it. *aliases
- * counts the CNAMEs followed over the whole lookup: past ALIASES_MAX (a
- * loop ends there) the result is NULL with no error set. */
-static PyObject *answers(const char *qtype, const char *buf, unsigned int len,
-                         char **name, unsigned int *aliases, int *again)
+static PyObject *records_list(const char *qtype, const struct dns_records *rs)
 {
-  int followed = 0;
-  *again = 0;
-  for (;;) {
-    char *target = 0;
-    PyObject *list = PyList_New(0);
-    if (!list) return NULL;
-    if (!owned_records(qtype, buf, len, *name, list, &target)) {
-      free(target);
-      Py_DECREF(list);
-      return NULL;
-    }
-    if (PyList_GET_SIZE(list) || !target) {
-      free(target);
-      unsigned int rcode = (unsigned char)buf[3] & 15;    /* a header is there */
-      if (!PyList_GET_SIZE(list) && followed && rcode == 0) *again = 1;
-      return list;
-    }
-    Py_DECREF(list);
-    if (++*aliases > ALIASES_MAX) {
-      free(target);
-      return NULL;
-    }
-    free(*name);
-    *name = target;
-    followed = 1;
+  PyObject *list = PyList_New((Py_ssize_t)rs->n);
+  for (size_t i = 0; list && i < rs->n; ++i) {
+    PyObject *v = value_object(qtype, rs, &rs->v[i]);
+    if (!v) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, (Py_ssize_t)i, v);
   }
+  return list;
 }
 
 /* ---- idcheck.dns ---- */
-
-/* The name in the wire form (length-prefixed labels), malloc'ed. Between
- * the dots are each label's bytes as they are: DNS carries any byte, and
- * SPF's macros put spaces in names on purpose; a backslash is a byte, not
- * an escape (dns_domain_fromdot would read one). One trailing dot is
- * allowed; "." is the root. Refused with ValueError, as DNS cannot carry
- * them: an empty name or label, a label over 63 bytes, a name over 255
- * bytes on the wire. */
-static char *name_to_wire(const char *s, Py_ssize_t len)
-{
-  char *dn;
-  Py_ssize_t out = 0, start = 0;
-  if (len == 1 && s[0] == '.') --len;                 /* the root */
-  else if (len > 1 && s[len - 1] == '.') --len;
-  else if (len <= 0) goto bad;
-  if (len > NAME_TEXT_MAX) goto bad;
-  dn = malloc((size_t)len + 2);
-  if (!dn) {
-    PyErr_NoMemory();
-    return NULL;
-  }
-  for (Py_ssize_t i = 0; len && i <= len; ++i) {
-    if (i < len && s[i] != '.') continue;
-    Py_ssize_t n = i - start;
-    if (n < 1 || n > LABEL_MAX) {
-      free(dn);
-      goto bad;
-    }
-    dn[out++] = (char)n;
-    memcpy(dn + out, s + start, (size_t)n);
-    out += n;
-    start = i + 1;
-  }
-  dn[out] = 0;
-  return dn;
-bad:
-  PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
-  return NULL;
-}
 
 PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -298,7 +162,7 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
 
   /* A str goes out as UTF-8, surrogates back to the bytes they stand for:
    * the client's own bytes for a name made of what it sent (texts from the
-   * client reach Python with surrogateescape), the form name_at returns.
+   * client reach Python with surrogateescape), the form names in answers come back in.
    * Turning a U-label into an A-label (IDNA) is the caller's choice. */
   if (PyUnicode_Check(nameobj)) {
     bytes = PyUnicode_AsEncodedString(nameobj, "utf-8", "surrogateescape");
@@ -314,8 +178,12 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
                  Py_TYPE(nameobj)->tp_name);
     return NULL;
   }
-  dn = name_to_wire(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
-  if (!dn) goto out;
+  int named = dns_name_wire(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes), &dn);
+  if (named <= 0) {
+    if (named < 0) PyErr_NoMemory();
+    else PyErr_SetString(PyExc_ValueError, "idcheck.dns: not a domain name DNS can carry");
+    goto out;
+  }
   /* for the messages: any byte may be in the name now */
   shown = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes), "backslashreplace");
   if (!shown) goto out;
@@ -332,7 +200,7 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
   deadline_t deadline = deadline_in(ms > 0 ? ms : 1);
   unsigned int aliases = 0;
   int again;
-  do {     /* once, and once more per alias an answer ends at (answers()) */
+  do {     /* once, and once more per alias an answer ends at (DNS_WALK_AGAIN) */
     struct dns_transmit tx;
     enum outcome oc;
     memset(&tx, 0, sizeof tx);
@@ -345,10 +213,18 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
 
     if (oc == DNS_ANSWERED) {
-      result = answers(qtype, tx.packet, tx.packetlen, &dn, &aliases, &again);
-      if (again) Py_CLEAR(result);
-      else if (!result && !PyErr_Occurred())
-        PyErr_Format(dns_error, "lookup of %U %s: more than %d aliases", shown, qtname, ALIASES_MAX);
+      struct dns_records rs = { 0 };
+      switch (dns_records_owned(qtype, tx.packet, tx.packetlen, &dn, &aliases, &rs)) {
+        case DNS_WALK_OK: result = records_list(qtype, &rs); break;
+        case DNS_WALK_AGAIN: again = 1; break;
+        case DNS_WALK_MALFORMED: PyErr_SetString(dns_error, "malformed answer"); break;
+        case DNS_WALK_LOOP:
+          PyErr_Format(dns_error, "lookup of %U %s: more than %d aliases", shown, qtname,
+                       DNS_ALIASES_MAX);
+          break;
+        case DNS_WALK_NOMEM: PyErr_NoMemory(); break;
+      }
+      dns_records_free(&rs);
     } else if (oc == DNS_TIMEDOUT)
       PyErr_Format(dns_timeout, "no answer for %U %s within %lld ms", shown, qtname, (long long)ms);
     else
