@@ -1,5 +1,6 @@
 /* qmail-idcheckd's connections (idcheckd_conns.h). */
 #include "idcheckd_conns.h"
+#include "idcheckd_events.h"
 #include "idcheckd_worker.h"
 #include "deadline.h"
 #include "log.h"
@@ -28,6 +29,7 @@ static int listenfd = -1;
 static const char *sockpath;
 static dev_t sock_dev;
 static ino_t sock_ino;
+static uint32_t listen_watching;
 static int64_t accept_resume;   /* out of descriptors: listenfd rests until then */
 
 int conns_alloc(void)
@@ -98,6 +100,7 @@ void conn_close(int c)
   struct conn *k = &conns[c];
   if (k->state == C_FREE) return;
   if (k->state == C_QUEUED) queue_unlink(c);
+  events_watch(k->fd, &k->watching, 0, WATCH_CONN, c);
   close(k->fd);
   k->state = C_FREE;
   k->fd = -1;
@@ -120,6 +123,8 @@ static void conn_add(int fd)
   k->client.known = 0;
   k->worker = -1;
   k->qprev = k->qnext = -1;
+  k->hung_up = 0;
+  k->watching = 0;
   k->open_pos = nconns;
   open_conns[nconns++] = c;
 }
@@ -186,6 +191,21 @@ void conns_expire(int64_t now, int64_t *wake)
   }
 }
 
+void conns_watch(void)
+{
+  for (int i = nconns - 1; i >= 0; --i) {   /* a closed one's place goes to a seen one */
+    int c = open_conns[i];
+    struct conn *k = &conns[c];
+    uint32_t want = EPOLLRDHUP;
+    if (k->state == C_IDLE || k->state == C_HELLO) want |= EPOLLIN;
+    if (k->state == C_BUSY && k->hung_up) want = 0;
+    if (!events_watch(k->fd, &k->watching, want, WATCH_CONN, c)) {
+      warn_sys("cannot watch a connection: closed", (char *)0);
+      conn_close(c);
+    }
+  }
+}
+
 /* ---- the socket ---- */
 
 void listen_on(const char *path)
@@ -228,14 +248,15 @@ void unlisten(void)
   /* only our own socket: a newer server may have replaced it already */
   if (stat(sockpath, &st) == 0 && st.st_dev == sock_dev && st.st_ino == sock_ino)
     unlink(sockpath);
+  events_watch(listenfd, &listen_watching, 0, WATCH_LISTEN, 0);
   close(listenfd);
   listenfd = -1;
 }
 
-int listen_fd(int64_t now, int64_t *wake)
+void listen_watch(int64_t now, int64_t *wake)
 {
-  if (listenfd < 0 || nconns >= maxconns) return -1;
-  if (now >= accept_resume) return listenfd;
-  *wake = deadline_min(*wake, accept_resume);
-  return -1;
+  int taking = listenfd >= 0 && nconns < maxconns && now >= accept_resume;
+  if (listenfd >= 0 && nconns < maxconns && !taking) *wake = deadline_min(*wake, accept_resume);
+  if (listenfd >= 0 && !events_watch(listenfd, &listen_watching, taking ? EPOLLIN : 0, WATCH_LISTEN, 0))
+    die_sys(111, "fatal: cannot watch the socket", (char *)0);
 }

@@ -37,7 +37,9 @@ struct conn {
   int worker;                   /* C_BUSY: the worker serving it */
   int qprev, qnext;             /* C_QUEUED: the wait queue, in order of arrival */
   int held;                     /* C_QUEUED: logged that it waits for its client */
+  int hung_up;                  /* C_BUSY: the session hung up mid-call (seen) */
   int open_pos;                 /* its place in open_conns */
+  uint32_t watching;            /* its events in the master's wait (idcheckd_events.h) */
 };
 
 extern int maxconns;            /* -c */
@@ -55,9 +57,14 @@ int conns_alloc(void);
 void listen_on(const char *path);
 /* Stops listening and removes the socket, if it is still ours. */
 void unlisten(void);
-/* The listening socket while it takes connections, else -1 (stopped, full,
- * or resting after running out of descriptors: *wake lowered to then). */
-int listen_fd(int64_t now, int64_t *wake);
+/* Watches the listening socket while it takes connections (not stopped,
+ * not full, not resting after running out of descriptors: *wake lowered
+ * to then). */
+void listen_watch(int64_t now, int64_t *wake);
+/* Watches each connection for what its state waits for: a request or the
+ * session's end (C_IDLE), its hello (C_HELLO), a hang-up (C_QUEUED,
+ * C_BUSY), nothing once a hang-up mid-call was seen. */
+void conns_watch(void);
 /* Accepts what waits, as far as there is room. */
 void accept_some(void);
 

@@ -1,6 +1,7 @@
 /* qmail-idcheckd's pool (idcheckd_pool.h). */
 #include "idcheckd_pool.h"
 #include "idcheckd_conns.h"
+#include "idcheckd_events.h"
 #include "idcheckd_worker.h"
 #include "deadline.h"
 #include "log.h"
@@ -71,6 +72,8 @@ static void say_worker(int slot, pid_t pid, const char *what, const char *more, 
 
 /* ---- one worker ---- */
 
+static void worker_lost(struct worker *w);
+
 static void worker_spawn(struct worker *w, const char *why)
 {
   int sv[2];
@@ -105,14 +108,23 @@ static void worker_spawn(struct worker *w, const char *why)
   w->served = 0;
   w->retire = 0;
   w->kill_why = 0;
+  w->watching = 0;
   say_worker(widx(w), pid, "started", why, "");
+  if (!events_watch(w->ctl, &w->watching, EPOLLIN, WATCH_WORKER, widx(w) - 1)) {
+    warn_sys("cannot watch a worker channel", (char *)0);
+    kill(pid, SIGKILL);
+    worker_lost(w);
+  }
 }
 
 /* Close the worker's channel: an idle worker exits at once; the slot is free
  * for a replacement, the old process is reaped whenever it ends. */
 static void worker_let_go(struct worker *w)
 {
-  if (w->ctl >= 0) close(w->ctl);
+  if (w->ctl >= 0) {
+    events_watch(w->ctl, &w->watching, 0, WATCH_WORKER, widx(w) - 1);
+    close(w->ctl);
+  }
   w->ctl = -1;
   w->state = W_EMPTY;
   w->respawn_at = 0;
@@ -212,6 +224,7 @@ static int worker_give(struct worker *w, int c)
   w->conn = c;
   w->since = now_ms();
   conns[c].state = C_BUSY;
+  conns[c].hung_up = 0;
   conns[c].worker = (int)(w - workers);
   return 1;
 }

@@ -19,6 +19,7 @@ struct worker {
   unsigned long served;
   int retire;                   /* retire when the current call is done (SIGHUP) */
   const char *kill_why;
+  uint32_t watching;            /* its channel's events in the master's wait */
 };
 
 extern int nworkers;            /* -n: always started */

@@ -12,7 +12,7 @@ PY_EMBED_OBJS := $(addprefix $(BUILD)/obj/python-host/,python_embed.o python_mod
   python_dns.o python_log.o)
 IDCHECK_PY_OBJS := $(BUILD)/obj/python-host/qmail-idcheck-python.o $(PY_EMBED_OBJS)
 IDCHECKD_OBJS := $(addprefix $(BUILD)/obj/python-host/,qmail-idcheckd.o idcheckd_pool.o \
-  idcheckd_conns.o idcheckd_worker.o) $(PY_EMBED_OBJS)
+  idcheckd_conns.o idcheckd_events.o idcheckd_worker.o) $(PY_EMBED_OBJS)
 
 $(BUILD)/qmail-idcheck-python: $(IDCHECK_PY_OBJS) $(LIBIDCHECK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(OWFAT) $(PY_LIBS)

@@ -35,17 +35,18 @@
  * connection is deliberately unbounded; the master closing the channel (EOF)
  * or dying (PR_SET_PDEATHSIG) ends it.
  *
- *   qmail-idcheckd.c   options, signals, the wait (ppoll), stopping
+ *   qmail-idcheckd.c   options, signals, what a wake-up does, stopping
+ *   idcheckd_events.c  the wait: one epoll set
  *   idcheckd_conns.c   the socket, the connections, their clients, the queue
  *   idcheckd_pool.c    the workers as the master sees them, who gets one
  *   idcheckd_worker.c  the worker process and its channel to the master */
 #include "idcheckd_conns.h"
+#include "idcheckd_events.h"
 #include "idcheckd_pool.h"
 #include "deadline.h"
 #include "log.h"
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +139,7 @@ static void on_signal(int sig)
   else if (sig == SIGHUP) got_hup = 1;
   else if (sig == SIGCHLD) got_chld = 1;
 }
-static sigset_t waitmask;       /* the signals arrive only inside ppoll */
+static sigset_t waitmask;       /* the signals arrive only inside the wait */
 
 static void signals_setup(void)
 {
@@ -177,68 +178,27 @@ static void handle_signals(int64_t now)
   if (got_term && !pool_stop_at) stop_begin(now);
 }
 
-/* ---- the wait ---- */
+/* ---- a wake-up ---- */
 
-static struct pollfd *pfd;
-static int *pwho;               /* what pfd[k] is: a connection, -1 - worker, or INT_MIN */
-
-/* The poll set: the listening socket (unless full or resting), every
- * worker's channel, and every connection: a request or the session's end
- * from an idle one, the hello from a new one, only a hang-up otherwise. */
-static int pollset_build(int64_t now, int64_t *wake)
+static void conn_event(int c, uint32_t ev)
 {
-  int n = 0, lfd = listen_fd(now, wake);
-  if (lfd >= 0) {
-    pfd[n] = (struct pollfd){ lfd, POLLIN, 0 };
-    pwho[n++] = INT_MIN;
-  }
-  for (int i = 0; i < maxworkers; ++i)
-    if (workers[i].ctl >= 0) {
-      pfd[n] = (struct pollfd){ workers[i].ctl, POLLIN, 0 };
-      pwho[n++] = -1 - i;
-    }
-  for (int i = 0; i < nconns; ++i) {
-    int c = open_conns[i];
-    short ev = POLLRDHUP;
-    if (conns[c].state == C_IDLE || conns[c].state == C_HELLO) ev |= POLLIN;
-    if (conns[c].state == C_BUSY && workers[conns[c].worker].kill_at) continue;   /* seen */
-    pfd[n] = (struct pollfd){ conns[c].fd, ev, 0 };
-    pwho[n++] = c;
-  }
-  return n;
-}
-
-/* Wait for events or signals until wake: the number of ready descriptors,
- * 0 for none (a deadline, or a signal). */
-static int events_wait(int n, int64_t now, int64_t wake)
-{
-  struct timespec ts, *tsp = 0;
-  if (wake != DEADLINE_NONE) {
-    int64_t left = wake > now ? wake - now : 0;
-    ts = (struct timespec){ (time_t)(left / 1000), (long)(left % 1000) * 1000000 };
-    tsp = &ts;
-  }
-  int r = ppoll(pfd, (nfds_t)n, tsp, &waitmask);
-  if (r < 0 && errno != EINTR) die_sys(111, "fatal: poll", (char *)0);
-  return r < 0 ? 0 : r;
-}
-
-static void conn_event(int c, short ev)
-{
-  int gone = ev & (POLLRDHUP | POLLHUP | POLLERR);
+  int gone = ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
   switch (conns[c].state) {
   case C_HELLO:
-    if (gone) conn_close(c); else if (ev & POLLIN) hello_read(c);
+    if (gone) conn_close(c); else if (ev & EPOLLIN) hello_read(c);
     break;
   case C_IDLE:
     if (gone) conn_close(c);            /* the session ended */
-    else if (ev & POLLIN) queue_push(c);
+    else if (ev & EPOLLIN) queue_push(c);
     break;
   case C_QUEUED:
     if (gone) conn_close(c);            /* gave up waiting */
     break;
   case C_BUSY:
-    if (gone) worker_hung_up(&workers[conns[c].worker]);
+    if (gone) {
+      conns[c].hung_up = 1;
+      worker_hung_up(&workers[conns[c].worker]);
+    }
     break;
   case C_FREE:
     break;
@@ -247,27 +207,26 @@ static void conn_event(int c, short ev)
 
 static void events_handle(int n)
 {
+  enum watch_kind kind;
+  int i, fd;
   /* the workers' news first: a call done before its session hung up */
   for (int k = 0; k < n; ++k)
-    if (pfd[k].revents && pwho[k] < 0 && pwho[k] != INT_MIN) {
-      struct worker *w = &workers[-1 - pwho[k]];
-      if (w->ctl == pfd[k].fd) worker_status(w);
-    }
+    if (event_at(k, &kind, &i, &fd) && kind == WATCH_WORKER && workers[i].ctl == fd)
+      worker_status(&workers[i]);
   for (int k = 0; k < n; ++k) {
-    int c = pwho[k];
-    if (!pfd[k].revents || c < 0) continue;
-    if (conns[c].state == C_FREE || conns[c].fd != pfd[k].fd) continue;   /* closed meanwhile */
-    conn_event(c, pfd[k].revents);
+    uint32_t ev = event_at(k, &kind, &i, &fd);
+    if (kind != WATCH_CONN || conns[i].state == C_FREE || conns[i].fd != fd) continue;  /* closed meanwhile */
+    conn_event(i, ev);
   }
   for (int k = 0; k < n; ++k)
-    if (pwho[k] == INT_MIN && (pfd[k].revents & POLLIN)) accept_some();
+    if ((event_at(k, &kind, &i, &fd) & EPOLLIN) && kind == WATCH_LISTEN) accept_some();
 }
 
 /* Until SIGCHLD (or another signal) or the deadline. */
 static void signal_wait(int64_t deadline)
 {
   got_chld = 0;
-  events_wait(0, now_ms(), deadline);
+  events_wait(now_ms(), deadline, &waitmask);
 }
 
 int main(int argc, char **argv)
@@ -275,9 +234,8 @@ int main(int argc, char **argv)
   const char *path = options(argc, argv);
   fd_room();
   signals_setup();
-  pfd = calloc((size_t)(1 + maxworkers + maxconns), sizeof *pfd);
-  pwho = calloc((size_t)(1 + maxworkers + maxconns), sizeof *pwho);
-  if (!pfd || !pwho || !conns_alloc()) die(111, "fatal: out of memory", (char *)0);
+  if (!events_init(1 + maxworkers + maxconns)) die_sys(111, "fatal: epoll", (char *)0);
+  if (!conns_alloc()) die(111, "fatal: out of memory", (char *)0);
 
   listen_on(path);
   say_listening(path);
@@ -293,16 +251,16 @@ int main(int argc, char **argv)
     workers_tend(now, &wake);
     conns_expire(now, &wake);
     wake = deadline_min(wake, dispatch());
-    int n = pollset_build(now, &wake);
-    if (events_wait(n, now, wake) == 0) continue;
+    listen_watch(now, &wake);
+    conns_watch();
+    int n = events_wait(now, wake, &waitmask);
+    if (!n) continue;
     events_handle(n);
     dispatch();
   }
 
   while (nconns) conn_close(open_conns[nconns - 1]);
   pool_end(signal_wait);
-  free(pfd);
-  free(pwho);
   warn("stopped", (char *)0);
   return 0;
 }
