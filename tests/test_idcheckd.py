@@ -725,6 +725,43 @@ def test_idle_connection_closed(variant, tmp_path):
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
+def test_many_connections_come_and_go(variant, tmp_path):
+    """300 sessions hold their connections at once (the master's wait set),
+    each makes two calls with the others open, half hang up between them:
+    every call is answered on its own connection, and once all have hung
+    up the master holds exactly the descriptors it held before they came
+    (each connection left the wait set and was closed). -x 1: no worker
+    joins meanwhile with a descriptor of its own."""
+    s = Server(variant, str(tmp_path / 'log'), {'IDCHECK_MODULE': 't_basic'},
+               args=['-n', '1', '-x', '1']).start()
+    try:
+        fds = lambda: len(os.listdir('/proc/%d/fd' % s.proc.pid))
+        before = fds()
+        sessions = [RawSession(s.sock, b'192.0.2.%d' % (i % 250 + 1)) for i in range(300)]
+        for round_ in (1, 2):
+            for i, r in enumerate(sessions):
+                if r is None:
+                    continue
+                sender = b'r%d-%d@example.com' % (round_, i)
+                r.call(sender)
+                assert r.reply() == mail_ok(r.ip, sender)
+            for i in range(0, len(sessions), 2):
+                if sessions[i] is not None:
+                    sessions[i].close()
+                    sessions[i] = None
+        assert harness._wait_until(lambda: fds() == before + len(sessions) // 2, 10), (fds(), before)
+        for r in sessions:
+            if r is not None:
+                r.close()
+        assert harness._wait_until(lambda: fds() == before, 10), (fds(), before)
+        late = RawSession(s.sock, b'192.0.2.1')
+        late.call(b'late@example.com')
+        assert late.reply() == mail_ok(b'192.0.2.1', b'late@example.com')
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_max_requests_replaces_workers(variant):
     with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_basic'},
                    server_args=['-n', '1', '-m', '2']) as chain:

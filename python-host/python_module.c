@@ -237,7 +237,7 @@ static int int_attr_set(const char *name, unsigned long long value)
   return r;
 }
 
-int idcheck_module_refresh(const struct py_request *rq)
+int idcheck_module_refresh(const struct wire_request *rq)
 {
   int s = rq->nargs == 4 ? 0 : rq->nargs == 5 ? 1 : 2;
   if (environ_fill(&rq->env) < 0) return -1;

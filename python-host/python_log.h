@@ -13,6 +13,8 @@ void log_line(const char *tag, const char *msg, size_t len);
  * call; otherwise IDCHECK_PID, else our own. */
 void log_set_pid(long pid);
 void log_python(const char *msg);   /* tag "python": this program's own news */
-void log_python2(const char *msg, const char *more);   /* msg + more */
+/* "pid N python:", for lib/log's log_tag: a program whose PROG is
+ * "qmail-idcheck" then warns and dies in the same lines as log_python. */
+const char *log_python_tag(void);
 
 #endif

@@ -3,7 +3,6 @@
 #include "python_embed.h"
 #include "python_log.h"
 #include "python_module.h"
-#include "python_request.h"
 #include "netstring.h"
 #include "policy_wire.h"
 #include "sanitize.h"
@@ -12,7 +11,7 @@
 #include <string.h>
 
 #ifndef IDCHECK_PYDIR
-#error "IDCHECK_PYDIR must be defined (see qmail-idcheck/module.mk)"
+#error "IDCHECK_PYDIR must be defined (see python-host/module.mk)"
 #endif
 
 #define REASON_MAX 500          /* a FAULT reason is one line, at most this long */
@@ -255,7 +254,7 @@ static PyObject *list_str(const struct wire_list *l)
   return list;
 }
 
-static PyObject *args_build(const struct py_request *rq)
+static PyObject *args_build(const struct wire_request *rq)
 {
   PyObject *args = PyTuple_New(rq->nargs);
   if (!args) return NULL;
@@ -296,17 +295,26 @@ static int reply_fault(stralloc *out, const char *reason)
  * says a Python exception is set and is the reason. */
 static const char IN_FLIGHT[] = "exception";
 
+/* A str as UTF-8 with surrogateescape: a new bytes object in *b. */
+static const char *str_bytes(PyObject *s, const char *what, PyObject **b)
+{
+  *b = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
+  if (*b) return NULL;
+  if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return IN_FLIGHT;
+  PyErr_Clear();
+  snprintf(reason_buf, sizeof reason_buf, MALFORMED "%s cannot be encoded as UTF-8", what);
+  return reason_buf;
+}
+
+#define BYTES(b) PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b)
+
 /* A str as one netstring, UTF-8 with surrogateescape. */
 static const char *put_str(stralloc *out, PyObject *s, const char *what)
 {
-  PyObject *b = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
-  if (!b) {
-    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return IN_FLIGHT;
-    PyErr_Clear();
-    snprintf(reason_buf, sizeof reason_buf, MALFORMED "%s cannot be encoded as UTF-8", what);
-    return reason_buf;
-  }
-  int ok = netstring_catb(out, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+  PyObject *b;
+  const char *why = str_bytes(s, what, &b);
+  if (why) return why;
+  int ok = netstring_catb(out, BYTES(b));
   Py_DECREF(b);
   return ok ? NULL : "out of memory";
 }
@@ -366,10 +374,12 @@ static const char *put_headers(stralloc *out, PyObject *h)
       }
       Py_INCREF(label);
       Py_INCREF(text);
-      size_t item = netstring_open(out);
-      const char *why = item == (size_t)-1 ? "out of memory" : put_str(out, label, "header label");
-      if (!why) why = put_str(out, text, "header text");
-      if (!why && !netstring_close(out, item)) why = "out of memory";
+      PyObject *lb = NULL, *tb = NULL;
+      const char *why = str_bytes(label, "header label", &lb);
+      if (!why) why = str_bytes(text, "header text", &tb);
+      if (!why && !wire_header_cat(out, BYTES(lb), BYTES(tb))) why = "out of memory";
+      Py_XDECREF(lb);
+      Py_XDECREF(tb);
       Py_DECREF(label);
       Py_DECREF(text);
       if (why) return why;
@@ -402,11 +412,12 @@ static const char *put_edits(stralloc *out, PyObject *e)
     char num[24];
     snprintf(num, sizeof num, "%ld", n);
     Py_XINCREF(rename);
-    size_t item = netstring_open(out);
-    const char *why = item == (size_t)-1 || !netstring_cats(out, num) || !netstring_cats(out, "")
-                    ? "out of memory" : NULL;
-    if (!why) why = rename ? put_str(out, rename, "edit label") : netstring_cats(out, "") ? NULL : "out of memory";
-    if (!why && !netstring_close(out, item)) why = "out of memory";
+    PyObject *lb = NULL;
+    const char *why = rename ? str_bytes(rename, "edit label", &lb) : NULL;
+    if (!why && !wire_edit_cat(out, num, strlen(num), "", 0, lb ? PyBytes_AS_STRING(lb) : "",
+                               lb ? (size_t)PyBytes_GET_SIZE(lb) : 0))
+      why = "out of memory";
+    Py_XDECREF(lb);
     Py_XDECREF(rename);
     if (why) return why;
   }
@@ -425,15 +436,16 @@ static const char *reply_from_result(stralloc *out, PyObject *res)
   PyObject *headers = Py_NewRef(PySequence_Fast_GET_ITEM(res, 2));
   PyObject *edits = n == 4 ? Py_NewRef(PySequence_Fast_GET_ITEM(res, 3)) : Py_NewRef(Py_None);
   const char *why = NULL;
-  size_t frame = netstring_open(out);
-  if (frame == (size_t)-1 || !netstring_cats(out, WIRE_MAGIC)) why = "out of memory";
+  size_t frame;
+  if (!wire_reply_begin(out, &frame)) why = "out of memory";
   else if (!PyUnicode_Check(action)) why = MALFORMED "action is not a str";
   if (!why) why = put_str(out, action, "action");
   if (!why) why = put_smtp_reply(out, reply);
   if (!why) why = put_headers(out, headers);
   if (!why) why = put_edits(out, edits);
-  if (!why && !netstring_close(out, frame)) why = "out of memory";
-  if (!why && out->len - frame > WIRE_MAX_FRAME) why = MALFORMED "the reply is too large";
+  int end = why ? 1 : wire_reply_end(out, frame);
+  if (!end) why = "out of memory";
+  if (end < 0) why = MALFORMED "the reply is too large";
   Py_DECREF(action);
   Py_DECREF(reply);
   Py_DECREF(headers);
@@ -443,7 +455,7 @@ static const char *reply_from_result(stralloc *out, PyObject *res)
 
 /* ---- one call ---- */
 
-static const char *policy_call(const struct py_request *rq, stralloc *out)
+static const char *policy_run(const struct wire_request *rq, stralloc *out)
 {
   /* refreshed first, so the policy's import sees the first call's environment */
   if (idcheck_module_refresh(rq) < 0) return IN_FLIGHT;
@@ -463,10 +475,10 @@ static const char *policy_call(const struct py_request *rq, stralloc *out)
 
 int py_serve(const char *req, size_t len, stralloc *out)
 {
-  struct py_request rq;
-  if (!py_request_decode(req, len, &rq)) return 0;
+  struct wire_request rq;
+  if (!wire_request_decode(req, len, &rq)) return 0;
   size_t mark = out->len;
-  const char *why = py_ready ? policy_call(&rq, out) : init_fault;
+  const char *why = py_ready ? policy_run(&rq, out) : init_fault;
   if (py_ready) {
     if (why == IN_FLIGHT) {
       exception_take("exception: ", reason_buf, sizeof reason_buf);

@@ -11,7 +11,7 @@
 #define PYTHON_MODULE_H
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include "python_request.h"
+#include "policy_wire.h"
 
 /* For PyImport_AppendInittab, before the interpreter starts. */
 PyMODINIT_FUNC idcheck_module_init(void);
@@ -22,7 +22,7 @@ PyMODINIT_FUNC idcheck_module_init(void);
 int idcheck_module_load(void);
 
 /* Before each call. 0 ok, -1 with a Python error set. */
-int idcheck_module_refresh(const struct py_request *rq);
+int idcheck_module_refresh(const struct wire_request *rq);
 
 /* A log writer (a file-like object) for tracebacks: borrowed reference. */
 PyObject *idcheck_traceback_writer(void);

@@ -48,10 +48,9 @@ void log_python(const char *msg)
   log_line("python", msg, strlen(msg));
 }
 
-void log_python2(const char *msg, const char *more)
+const char *log_python_tag(void)
 {
-  char buf[LOG_LINE_MAX];
-  int n = snprintf(buf, sizeof buf, "%s%s", msg, more);
-  if (n < 0) return;
-  log_line("python", buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+  static char tag[48];
+  snprintf(tag, sizeof tag, "pid %ld python:", session_pid());
+  return tag;
 }

@@ -1,6 +1,6 @@
 /* The Python side of a checkID call, independent of where frames come from
- * (the per-session pipe now, a warm server's socket later):
- * py_start once, then py_serve per request frame. */
+ * (qmail-idcheck-python's pipe, a qmail-idcheckd worker's connection):
+ * py_start once, then py_serve per request frame's payload. */
 #ifndef PYTHON_EMBED_H
 #define PYTHON_EMBED_H
 #include <stddef.h>
