@@ -29,7 +29,6 @@ from test_checkid import env, TOP  # noqa: F401  (the policy's environment fixtu
 
 sys.path.insert(0, os.path.join(TOP, 'python'))
 
-import checkid                                              # noqa: E402
 from checkid import checkID, config, greylist, ratelimit, state   # noqa: E402
 
 OK = (250, '', 'Sender OK')
@@ -663,3 +662,19 @@ def test_sqlite_concurrent_first_open(tmp_path):
     with sqlite3.connect(str(tmp_path / 'state.sqlite')) as c:
         assert c.execute('SELECT n FROM rate').fetchall() == [(20,)]
         assert c.execute('PRAGMA journal_mode').fetchone() == ('wal',)
+
+
+def test_store_failure_line_hides_the_redis_password(env, monkeypatch):
+    from checkid import dnsio
+    fake = FakeIdcheck()
+    fake.stage = 'rcpt'
+    monkeypatch.setattr(dnsio, 'idcheck', fake)
+    monkeypatch.setattr(dnsio, 'environ', lambda: os.environ)
+    port = unused_port()
+    state_env(env, 'redis://:s3cret@127.0.0.1:%d/0' % port, GREYLIST=1)
+    assert checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])[0] \
+        == 'CONTINUE'
+    assert len(fake.lines) == 1 and 's3cret' not in fake.lines[0]
+    assert ('state store failed (redis://:***@127.0.0.1:%d/0: Error 111 ' % port) in fake.lines[0]
+    assert state.shown('redis://user:pw@h/1') == 'redis://user:***@h/1'
+    assert state.shown('redis://h:6379/0') == 'redis://h:6379/0'

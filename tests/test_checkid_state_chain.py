@@ -22,7 +22,6 @@ import time
 import pytest
 
 import harness
-import redisfixture
 from dnsfixture import dns  # noqa: F401  (the session-scoped DNS fixture)
 from redisfixture import redis_server  # noqa: F401  (fixture)
 from test_checkid import TEST_SERVICES

@@ -34,14 +34,17 @@ _BATV = re.compile(r'^(prvs|msprvs\d?|btv1)=[^=@]*=', re.I)
 
 
 def network(ip, bits4, bits6):
-    """The client's network, e.g. '192.0.2.0/24', or None."""
-    import ipaddress
-    try:
-        addr = ipaddress.ip_address(ip)
-    except (ValueError, TypeError):
-        return None
-    bits = bits4 if addr.version == 4 else bits6
-    return str(ipaddress.ip_network('%s/%d' % (addr, bits), strict=False))
+    """The client's network, e.g. '192.0.2.0/24', or None. (socket's
+    conversions: a fifth of ipaddress's cost, at every RCPT.)"""
+    import socket
+    for family, size, bits in ((socket.AF_INET, 32, bits4), (socket.AF_INET6, 128, bits6)):
+        try:
+            n = int.from_bytes(socket.inet_pton(family, ip), 'big')
+        except (OSError, TypeError, ValueError):
+            continue
+        n = n >> (size - bits) << (size - bits)
+        return '%s/%d' % (socket.inet_ntop(family, n.to_bytes(size // 8, 'big')), bits)
+    return None
 
 
 def sender(address):

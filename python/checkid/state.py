@@ -391,6 +391,16 @@ def redis_address(url):
             unquote(parts.password) if parts.password is not None else None)
 
 
+def shown(url):
+    """The URL for a log line: a password replaced by ***."""
+    if url.startswith('redis://') and '@' in url.split('/', 3)[2]:
+        userinfo, host = url[8:].split('/', 1)[0].rsplit('@', 1)
+        rest = url[8 + len(userinfo) + 1 + len(host):]
+        user = userinfo.split(':', 1)[0]
+        return 'redis://%s:***@%s%s' % (user, host, rest)
+    return url
+
+
 class RedisStore:
     """A client per process (python3-redis, imported at the first use: it
     costs ~100 ms of CPU, once per qmail-idcheckd worker, but once per
@@ -425,9 +435,9 @@ class RedisStore:
                 # dead connection (server restarted): once more with a new one
                 if attempt == 2 or isinstance(e, redis.TimeoutError) \
                         or time.monotonic() >= deadline:
-                    raise StateError('%s: %s' % (self.url, e)) from None
+                    raise StateError('%s: %s' % (shown(self.url), e)) from None
             except redis.RedisError as e:
-                raise StateError('%s: %s' % (self.url, e)) from None
+                raise StateError('%s: %s' % (shown(self.url), e)) from None
 
     def close(self):
         if self.client is not None:
