@@ -1,8 +1,11 @@
 /* smtp-load: drive N complete SMTP sessions at concurrency C against
  * 127.0.0.1:PORT and print one line per session: "latency_us ok".
  *
- *   smtp-load PORT N C BODYBYTES
+ *   smtp-load PORT N C BODYBYTES [rcpt]
  *
+ * With "rcpt", each session ends after its RCPT, whatever the reply (MAIL,
+ * RCPT, QUIT): bench/sessions primes the stateful rows so, one triplet
+ * per session, the same work whether RCPT is greylisted or not.
  * A session: connect, 220, EHLO (whole multi-line reply), ID example.com,
  * MAIL, RCPT, DATA, 354, BODYBYTES of message and ".", 250, QUIT, 221, close.
  * ok is 1 when MAIL, RCPT, DATA and the end of data were accepted (the ID
@@ -25,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int port, nsessions, bodybytes;
+static int port, nsessions, bodybytes, rcpt_only;
 static atomic_int next;
 static long *lat_us;
 static char *okv;
@@ -101,6 +104,18 @@ static int session(int i)
   int rl = snprintf(rcpt, sizeof rcpt, "RCPT TO:<r%d@example.org>\r\n", i);
   /* ok: 1, else the step that failed (2 connect .. 10 QUIT) */
   int ok = 2;
+  if (rcpt_only) {
+    if (connect(c.fd, (struct sockaddr *)&sin, sizeof sin) == 0 && ++ok
+        && reply(&c) == 220 && ++ok
+        && CMD(&c, "EHLO client.example\r\n") == 0 && reply(&c) == 250 && ++ok
+        && CMD(&c, "ID example.com\r\n") == 0 && reply(&c) > 0 && ++ok
+        && say(&c, mail, (size_t)ml) == 0 && reply(&c) / 100 == 2 && ++ok
+        && say(&c, rcpt, (size_t)rl) == 0 && reply(&c) > 0 && (ok = 10)
+        && CMD(&c, "QUIT\r\n") == 0 && reply(&c) == 221)
+      ok = 1;
+    close(c.fd);
+    return ok;
+  }
   if (connect(c.fd, (struct sockaddr *)&sin, sizeof sin) == 0 && ++ok
       && reply(&c) == 220 && ++ok
       && CMD(&c, "EHLO client.example\r\n") == 0 && reply(&c) == 250 && ++ok
@@ -129,10 +144,11 @@ static void *runner(void *arg)
 
 int main(int argc, char **argv)
 {
-  if (argc != 5) {
-    fprintf(stderr, "usage: smtp-load PORT N C BODYBYTES\n");
+  if (argc != 5 && !(argc == 6 && !strcmp(argv[5], "rcpt"))) {
+    fprintf(stderr, "usage: smtp-load PORT N C BODYBYTES [rcpt]\n");
     return 100;
   }
+  rcpt_only = argc == 6;
   port = atoi(argv[1]);
   nsessions = atoi(argv[2]);
   int conc = atoi(argv[3]);
