@@ -35,6 +35,7 @@ all:
 
 include lib/module.mk
 include qmail-idcheck/module.mk
+include python-host/module.mk
 -include rblsmtpd-plus/module.mk
 include qmail-idcheck-tls/module.mk
 include tests/module.mk

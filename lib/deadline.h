@@ -10,6 +10,7 @@ typedef int64_t deadline_t;        /* absolute, in ms; DEADLINE_NONE waits forev
 
 int64_t now_ms(void);
 deadline_t deadline_in(int64_t ms);  /* now + ms, saturating */
+static inline deadline_t deadline_min(deadline_t a, deadline_t b) { return a < b ? a : b; }
 
 /* poll one fd for events until the deadline: 1 ready, 0 timed out, -1 error */
 int fd_wait(int fd, short events, deadline_t deadline);

@@ -1,4 +1,5 @@
 #include "log.h"
+#include "fmt.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
@@ -75,4 +76,12 @@ void die_sys(int code, const char *s, ...)
 void dieusage(const char *usage)
 {
   die(100, "usage: ", usage, (char *)0);
+}
+
+const char *log_num(char *buf, long long v)
+{
+  /* fmt.h declares fmt_* pure: a call whose result is unused may be
+   * dropped (Debian 12 drops fmt_ulong0's), so the length is used here */
+  buf[fmt_longlong(buf, v)] = 0;
+  return buf;
 }

@@ -19,4 +19,8 @@ void warn_sys(const char *s, ...) __attribute__((sentinel));
 void die_sys(int code, const char *s, ...) __attribute__((sentinel, noreturn));
 void dieusage(const char *usage) __attribute__((noreturn));   /* "usage: ..." exit 100 */
 
+/* A number for a line: v in decimal in buf, which has room for LOG_NUM. */
+#define LOG_NUM 24
+const char *log_num(char *buf, long long v);
+
 #endif

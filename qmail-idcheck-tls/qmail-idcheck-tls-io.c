@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #include "deadline.h"
+#include "env_number.h"
 #include "pem_file.h"
 #include "scan.h"
 #include "spawn_stdio.h"
@@ -72,13 +73,9 @@ static int fd_arg(const char *s)
 static int64_t seconds_from_env(const char *name, unsigned long dflt)
 {
   const char *s = getenv(name);
-  unsigned long v;
-  if (s && *s) {
-    size_t n = scan_ulong(s, &v);
-    if (n && !s[n] && v >= 1 && v <= 86400) return (int64_t)v * 1000;
+  if (s && *s && !env_seconds_ms(name, 0))
     tls_log(name, "not a number of seconds from 1 to 86400: the default is used");
-  }
-  return (int64_t)dflt * 1000;
+  return env_seconds_ms(name, (long long)dflt * 1000);
 }
 
 /* The files from the descriptors qmail-idcheck-tls opened, then configured. */

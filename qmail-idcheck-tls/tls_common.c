@@ -5,22 +5,28 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "deadline.h"
 #include "fmt.h"
+#include "log.h"
 #include "sanitize.h"
 #include "stralloc.h"
 
+const char *PROG = TLS_PROG;
+
 void tls_log(const char *what, const char *detail)
 {
-  stralloc line = {0};
-  char num[FMT_ULONG];
-  if (stralloc_cats(&line, TLS_PROG ": pid ")
-      && stralloc_catb(&line, num, fmt_ulong(num, (unsigned long)getpid()))
-      && stralloc_cats(&line, " ") && sanitize_cats(&line, what, 300)
-      && (!detail || (stralloc_cats(&line, ": ") && sanitize_cats(&line, detail, 300)))
-      && stralloc_cats(&line, "\n"))
-    write_all_deadline(2, line.s, line.len, deadline_in(10000));
-  stralloc_free(&line);
+  static int tagged;
+  stralloc w = {0}, d = {0};
+  if (!tagged) {
+    char tag[8 + FMT_ULONG] = "pid ";
+    tag[4 + fmt_ulong(tag + 4, (unsigned long)getpid())] = 0;
+    log_tag(tag);
+    tagged = 1;
+  }
+  if (sanitize_cats(&w, what, 300) && stralloc_0(&w)
+      && (!detail || (sanitize_cats(&d, detail, 300) && stralloc_0(&d))))
+    warn(w.s, detail ? ": " : "", detail ? d.s : "", (char *)0);
+  stralloc_free(&w);
+  stralloc_free(&d);
 }
 
 void tls_die(int code, const char *what, const char *detail)

@@ -5,11 +5,9 @@
  * the session (IDCHECK_FALLBACK, see fallback_wanted). */
 #include "policy.h"
 #include "log.h"
-#include "policy_transport.h"
-#include "netstring.h"
-#include "policy_wire.h"
+#include "policy_process.h"
+#include "policy_server.h"
 #include "sanitize.h"
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,25 +65,4 @@ void policy_end(void)
   if (!decided) return;
   policy_server_end();
   policy_process_end();
-}
-
-enum frame_status policy_frame_read(int fd, stralloc *buf, stralloc *reply, deadline_t deadline)
-{
-  buf->len = 0;
-  for (;;) {
-    long frame = netstring_frame(buf->s, buf->len, WIRE_MAX_FRAME);
-    if (frame < 0) return FRAME_MALFORMED;
-    if (frame > 0) {
-      const char *payload;
-      size_t plen, pos = 0;
-      if ((size_t)frame != buf->len) return FRAME_EXTRA;
-      netstring_next(buf->s, (size_t)frame, &pos, &payload, &plen);
-      return stralloc_copyb(reply, payload, plen) ? FRAME_OK : FRAME_NOMEM;
-    }
-    if (!stralloc_readyplus(buf, 65536)) return FRAME_NOMEM;
-    ssize_t n = read_deadline(fd, buf->s + buf->len, 65536, deadline);
-    if (n > 0) { buf->len += (size_t)n; continue; }
-    if (n == 0) return FRAME_EOF;
-    return errno == ETIMEDOUT ? FRAME_TIMEOUT : FRAME_ERROR;
-  }
 }

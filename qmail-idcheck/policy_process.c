@@ -2,7 +2,8 @@
  * the first call. A separate process keeps libpython out of sessions that never
  * reach MAIL, lets a hung policy be killed at its deadline, and keeps a crash
  * inside a C extension from taking the SMTP session with it. */
-#include "policy_transport.h"
+#include "policy_process.h"
+#include "policy_wire.h"
 #include "sibling.h"
 #include "spawn_stdio.h"
 #include <errno.h>
@@ -88,13 +89,16 @@ int policy_process_call(const stralloc *request, stralloc *reply, deadline_t dea
     child_stop();
     return 0;
   }
-  switch (policy_frame_read(from_child, &inbuf, reply, deadline)) {
-    case FRAME_OK: return 1;
-    case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy process"); break;
-    case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy process"); break;
-    case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out"); break;
-    case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
-    case FRAME_EOF: case FRAME_ERROR: why_died(why); break;
+  struct wire_frame f;
+  enum wire_read st = wire_frame_read_one(from_child, &inbuf, deadline, &f);
+  if (st == WIRE_OK && !stralloc_copyb(reply, f.payload, f.plen)) st = WIRE_NOMEM;
+  switch (st) {
+    case WIRE_OK: return 1;
+    case WIRE_MALFORMED: stralloc_copys(why, "malformed reply from the policy process"); break;
+    case WIRE_EXTRA: stralloc_copys(why, "unexpected data from the policy process"); break;
+    case WIRE_TIMEOUT: stralloc_copys(why, "checkID call timed out"); break;
+    case WIRE_NOMEM: stralloc_copys(why, "out of memory"); break;
+    case WIRE_EOF: case WIRE_ERROR: why_died(why); break;
   }
   child_stop();
   return 0;

@@ -16,7 +16,7 @@
  * request arrived) shows as ECONNRESET on the reply's read. Either way the
  * server never saw the request, so that call reconnects once, at once (and
  * a server found down then is SERVER_DOWN too). */
-#include "policy_transport.h"
+#include "policy_server.h"
 #include "policy_wire.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -131,20 +131,22 @@ int policy_server_call(const char *path, const stralloc *request, stralloc *repl
       else fault(why, "the policy server closed the connection", 0, e);
       return 0;
     }
-    enum frame_status st = policy_frame_read(fd, &inbuf, reply, deadline);
-    if (st == FRAME_OK) { ++calls; return 1; }
+    struct wire_frame f;
+    enum wire_read st = wire_frame_read_one(fd, &inbuf, deadline, &f);
+    if (st == WIRE_OK && !stralloc_copyb(reply, f.payload, f.plen)) st = WIRE_NOMEM;
+    if (st == WIRE_OK) { ++calls; return 1; }
     int e = errno;
     conn_close();
     /* closed with the request unread: the server never saw it */
-    if (st == FRAME_ERROR && e == ECONNRESET && attempt == 0) continue;
+    if (st == WIRE_ERROR && e == ECONNRESET && attempt == 0) continue;
     switch (st) {
-      case FRAME_OK: break;
-      case FRAME_MALFORMED: stralloc_copys(why, "malformed reply from the policy server"); break;
-      case FRAME_EXTRA: stralloc_copys(why, "unexpected data from the policy server"); break;
-      case FRAME_TIMEOUT: stralloc_copys(why, "checkID call timed out (policy server)"); break;
-      case FRAME_NOMEM: stralloc_copys(why, "out of memory"); break;
-      case FRAME_EOF: stralloc_copys(why, "the policy process died (qmail-idcheckd worker)"); break;
-      case FRAME_ERROR: fault(why, "cannot read from the policy server", 0, e); break;
+      case WIRE_OK: break;
+      case WIRE_MALFORMED: stralloc_copys(why, "malformed reply from the policy server"); break;
+      case WIRE_EXTRA: stralloc_copys(why, "unexpected data from the policy server"); break;
+      case WIRE_TIMEOUT: stralloc_copys(why, "checkID call timed out (policy server)"); break;
+      case WIRE_NOMEM: stralloc_copys(why, "out of memory"); break;
+      case WIRE_EOF: stralloc_copys(why, "the policy process died (qmail-idcheckd worker)"); break;
+      case WIRE_ERROR: fault(why, "cannot read from the policy server", 0, e); break;
     }
     return 0;
   }

@@ -432,15 +432,7 @@ class DnsFixture:
             [TINYDNS], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         log.close()
-        end = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < end:
-            if self.procs['tinydns'].poll() is not None:
-                break
-            resp = query(self.ip, 'nonce.fixture.test', 'TXT', timeout=0.2)
-            if resp and resp['answers'] and resp['answers'][0][2] == self.nonce.encode():
-                return
-        raise FixtureError('tinydns on %s did not come up; see %s/tinydns.log'
-                           % (self.ip, self.workdir))
+        self._wait_answering('tinydns', self.ip)
 
     def _start_dnscache(self):
         """dnscache with tinydns as the server of each zone in the data (its
@@ -463,15 +455,20 @@ class DnsFixture:
         log.close()
         p.stdin.write(os.urandom(128))     # its seed for query ids and ports
         p.stdin.close()
+        self._wait_answering('dnscache', self.cache_ip)
+
+    def _wait_answering(self, name, ip):
+        """Until the server NAME started on IP answers the nonce record of
+        this run's data; FixtureError if it dies or START_TIMEOUT passes."""
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end:
-            if p.poll() is not None:
+            if self.procs[name].poll() is not None:
                 break
-            resp = query(self.cache_ip, 'nonce.fixture.test', 'TXT', timeout=0.2)
+            resp = query(ip, 'nonce.fixture.test', 'TXT', timeout=0.2)
             if resp and resp['answers'] and resp['answers'][0][2] == self.nonce.encode():
                 return
-        raise FixtureError('dnscache on %s did not come up; see %s/dnscache.log'
-                           % (self.cache_ip, self.workdir))
+        raise FixtureError('%s on %s did not come up; see %s/%s.log'
+                           % (name, ip, self.workdir, name))
 
     def _spawn(self, name, args):
         log = open(os.path.join(self.workdir, name + '.log'), 'ab')

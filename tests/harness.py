@@ -49,14 +49,32 @@ VARIANTS = {'plain': 'build', 'asan': 'build-asan'}
 # the sanitizer build is not run a third time against it (run time).
 CHAIN_VARIANTS = {'plain': ('plain', 'standin'), 'asan': ('asan', 'standin'),
                   'real': ('plain', 'real')}
-SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'runtime error:')
 
+# The one place for the sanitizer options: every test that starts one of our
+# programs puts SANITIZER_ENV in its environment (the plain build ignores
+# it). A report goes to stderr and ends the program; leaks count. A test
+# then fails when the program's stderr or log holds a SANITIZER_MARKS
+# string: no_sanitizer_report().
 ASAN_OPTIONS = 'abort_on_error=0:halt_on_error=1:detect_leaks=1:log_path=stderr:allocator_may_return_null=1'
 UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1:abort_on_error=0:log_path=stderr'
+LSAN_OPTIONS = 'log_path=stderr'
+SANITIZER_ENV = {'ASAN_OPTIONS': ASAN_OPTIONS, 'UBSAN_OPTIONS': UBSAN_OPTIONS,
+                 'LSAN_OPTIONS': LSAN_OPTIONS}
+SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'runtime error')
 
 
 class HarnessError(AssertionError):
     pass
+
+
+def no_sanitizer_report(log):
+    """Raises HarnessError, with the end of LOG (str or bytes), if a
+    sanitizer reported anything in it."""
+    if isinstance(log, bytes):
+        log = log.decode('utf-8', 'replace')
+    for mark in SANITIZER_MARKS:
+        if mark in log:
+            raise HarnessError('sanitizer report (%s) in the log:\n%s' % (mark, log[-8000:]))
 
 
 def asan_available():
@@ -317,6 +335,13 @@ class Connection:
             self.fail('expect: reply mismatch\n  expected: %r\n  got:      %s%s' % (want, got, extra))
         return line
 
+    def helo_opening(self):
+        """The opening most tests share (`include helo` in a dialogue): the
+        greeting, HELO client.example, and qmail-smtpd's reply."""
+        self.expect('220 standin.example ESMTP')
+        self.send('HELO client.example')
+        self.expect('250 standin.example')
+
     def expect_eof(self, timeout=None):
         """The server closes, sending nothing more."""
         deadline = time.monotonic() + (timeout or READ_TIMEOUT)
@@ -444,9 +469,7 @@ class Chain:
             'QMAILQUEUE': binary(self.variant, 'qmail-queue-standin'),
             'IDCHECK_PYTHONPATH': os.path.join(TESTS, 'policies') + ':' + os.path.join(TOP, 'python'),
             'IDCHECK_PYTHONPROG': os.path.join(build, 'qmail-idcheck-python'),
-            'ASAN_OPTIONS': ASAN_OPTIONS,
-            'UBSAN_OPTIONS': UBSAN_OPTIONS,
-            'LSAN_OPTIONS': 'log_path=stderr',
+            **SANITIZER_ENV,
         }
         env.update(self.server_env)
         argv = ['tcpserver', '-v', '-H', '-R', '-l', LOCAL_NAME, '-x', self.path('rules.cdb'),
@@ -580,9 +603,7 @@ class Chain:
         elif self.dir:
             print('harness: kept %s' % self.dir)
         if check:
-            for mark in SANITIZER_MARKS:
-                if mark in log:
-                    raise HarnessError('sanitizer report (%s) in the log:\n%s' % (mark, log[-8000:]))
+            no_sanitizer_report(log)
 
     def __enter__(self):
         return self.start()
@@ -599,12 +620,14 @@ class Chain:
 class Dialogue:
     """A parsed .dlg file: set-up directives, then the dialogue steps, as
     they hold for SMTPD ('standin' or 'real': lines marked standin-only are
-    left out for the real qmail-smtpd)."""
+    left out for the real qmail-smtpd). `include NAME` puts the lines of
+    dialogues/include/NAME in its place, read as if they stood there."""
 
     SETUP = ('chain', 'policy', 'env', 'server-env', 'control', 'no-control', 'prefix',
              'standin-only')
     STEPS = ('connect', 'send', 'sendraw', 'expect', 'expect-eof', 'close', 'sleep',
              'kill-backend', 'stored', 'message', 'messageraw', 'envelope', 'log', 'no-log')
+    INCLUDE_DIR = os.path.join(TESTS, 'dialogues', 'include')
 
     def __init__(self, path, smtpd='standin'):
         self.path = path
@@ -615,19 +638,22 @@ class Dialogue:
         self.control = {}
         self.prefix = []
         self.standin_only = False
-        self.steps = []             # (lineno, directive, argument)
-        with open(path, encoding='utf-8', errors='surrogateescape') as f:
-            lines = f.read().split('\n')
-        if lines and lines[-1] == '':
-            lines.pop()
+        self.steps = []             # (where, directive, argument); where: file:line
+        lines = self._lines(path, lambda n: '%s:%d' % (self.name, n))
         i = 0
         while i < len(lines):
-            lineno, line = i + 1, lines[i]
+            where, line, included = lines[i]
             i += 1
             if line == '' or line.startswith('#'):
                 continue
             word, _, arg = line.partition(' ')
-            where = '%s:%d' % (self.name, lineno)
+            if word == 'include':
+                # Its lines stand in its place: they are read by this loop
+                # like any other, standin-only and message blocks included.
+                if included:
+                    raise HarnessError('%s: an included file cannot include' % where)
+                lines[i:i] = self._included(where, arg)
+                continue
             only_standin = False
             repeat = 1
             if word == 'repeat':
@@ -641,13 +667,13 @@ class Dialogue:
                 # A single directive that holds for the stand-in only.
                 only_standin = True
                 word, _, arg = arg.partition(' ')
-                if word in self.SETUP:
+                if word in self.SETUP or word == 'include':
                     raise HarnessError('%s: standin-only cannot prefix %s' % (where, word))
                 if word not in self.STEPS:
                     raise HarnessError('%s: unknown directive %r' % (where, word))
             if only_standin and smtpd != 'standin':
                 if word == 'message':
-                    while i < len(lines) and lines[i] != '.end':
+                    while i < len(lines) and lines[i][1] != '.end':
                         i += 1
                     i += 1
                 continue
@@ -661,10 +687,10 @@ class Dialogue:
                     if i >= len(lines):
                         raise HarnessError('%s: message without .end' % where)
                     i += 1
-                    if lines[i - 1] == '.end':
+                    if lines[i - 1][1] == '.end':
                         break
-                    body.append(lines[i - 1])
-                self.steps.append((lineno, word, body))
+                    body.append(lines[i - 1][1])
+                self.steps.append((where, word, body))
             elif word in self.STEPS:
                 if word in ('sendraw', 'messageraw'):
                     try:
@@ -673,9 +699,35 @@ class Dialogue:
                         raise HarnessError('%s: %s' % (where, e))
                 elif word in ('stored',) and not arg.isdigit():
                     raise HarnessError('%s: stored wants a number' % where)
-                self.steps.extend([(lineno, word, arg)] * repeat)
+                elif word == 'connect' and arg and not re.fullmatch(r'127(\.\d{1,3}){3}', arg):
+                    raise HarnessError('%s: connect [127.x.y.z]' % where)
+                self.steps.extend([(where, word, arg)] * repeat)
             else:
                 raise HarnessError('%s: unknown directive %r' % (where, word))
+
+    @staticmethod
+    def _lines(path, where, included=False):
+        """[(where(lineno), line, included)] of a file, without the final
+        newline."""
+        with open(path, encoding='utf-8', errors='surrogateescape') as f:
+            lines = f.read().split('\n')
+        if lines and lines[-1] == '':
+            lines.pop()
+        return [(where(n), line, included) for n, line in enumerate(lines, 1)]
+
+    def _included(self, where, name):
+        """The lines of dialogues/include/NAME, each placed as
+        'this.dlg:4 (include helo, line 2)'."""
+        path = os.path.join(self.INCLUDE_DIR, name)
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', name) or not os.path.isfile(path):
+            raise HarnessError('%s: include NAME: no file dialogues/include/%s' % (where, name))
+        return self._lines(path, lambda n: '%s (include %s, line %d)' % (where, name, n), True)
+
+    def wants_dns(self):
+        """Does a set-up value name {dns}, the DNS fixture's address?"""
+        values = (list(self.env.values()) + list(self.server_env.values())
+                  + [v for v in self.control.values() if v is not None] + self.prefix)
+        return any('{dns}' in v for v in values)
 
     def _setup(self, where, word, arg):
         if word == 'chain':
@@ -717,13 +769,18 @@ def _message_diff(template, got):
             % (len(want_lines) - 1, len(got_lines) - 1, template[:4000], got[:4000]))
 
 
-def run_dialogue(path, variant='plain'):
+def run_dialogue(path, variant='plain', dns=None):
     """Runs one dialogue file against a fresh chain of the (chain) variant;
-    raises HarnessError."""
+    raises HarnessError. dns: the DNS fixture's address (tests/dnsfixture.py),
+    for a dialogue that names {dns}."""
     d = Dialogue(path, smtpd_kind(variant))
     # Paths in set-up values: {top} the repository, {tests} tests/, {build}
-    # the variant's build directory.
+    # the variant's build directory; {dns} the DNS fixture's tinydns.
     places = {'{top}': TOP, '{tests}': TESTS, '{build}': build_dir(variant)}
+    if d.wants_dns():
+        if dns is None:
+            raise HarnessError('%s names {dns}: run it with the DNS fixture' % d.name)
+        places['{dns}'] = dns
 
     def place(value):
         for key, where in places.items():
@@ -751,8 +808,7 @@ def run_dialogue(path, variant='plain'):
 
     try:
         chain.start()
-        for lineno, word, arg in d.steps:
-            where = '%s:%d' % (d.name, lineno)
+        for where, word, arg in d.steps:
             try:
                 if word in ('send', 'sendraw', 'expect', 'expect-eof', 'close', 'kill-backend'):
                     if conn is None:
@@ -763,7 +819,7 @@ def run_dialogue(path, variant='plain'):
                 if word == 'connect':
                     if conn is not None:
                         conn.close()
-                    conn = chain.connect()
+                    conn = chain.connect(arg or None)
                 elif word == 'send':
                     conn.send(arg)
                 elif word == 'sendraw':

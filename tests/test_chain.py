@@ -17,9 +17,7 @@ RECEIVED_DATE = re.compile(rb'(  by standin\.example with SMTP; ).*\n')
 
 def deliver(chain, message, sender='noreply@example.com'):
     c = chain.connect()
-    c.expect('220 standin.example ESMTP')
-    c.send('HELO client.example')
-    c.expect('250 standin.example')
+    c.helo_opening()
     c.send('MAIL FROM:<%s>' % sender)
     c.read_line()
     c.send('RCPT TO:<one@example.org>')
@@ -131,7 +129,7 @@ def test_control_files_are_per_chain(variant):
         two.wait_sessions()
 
 
-# qmail-queue's exit code -> qmail-smtpd's reply (PROTOCOL.md), unchanged by
+# qmail-queue's exit code -> qmail-smtpd's reply (tests/QMAIL-PROTOCOL), unchanged by
 # the wrapper between them.
 QUEUE_EXITS = [
     (0, None),

@@ -97,7 +97,7 @@ def fault(reason):
 class Callee:
     def __init__(self, binary, module='callee_basic', pythonpath=POLICIES, **env):
         self.log_file = tempfile.TemporaryFile()
-        e = {'PATH': '/usr/bin:/bin', 'IDCHECK_PYTHONPATH': pythonpath}
+        e = {'PATH': '/usr/bin:/bin', 'IDCHECK_PYTHONPATH': pythonpath, **harness.SANITIZER_ENV}
         if module is not None:
             e['IDCHECK_MODULE'] = module
         e.update(env)
@@ -144,8 +144,7 @@ class Callee:
         log = self.log()
         assert self.buf + rest == b'', 'stray bytes on the reply channel: %r' % (self.buf + rest)
         assert rc == expect_rc, log
-        assert 'ERROR: AddressSanitizer' not in log, log
-        assert 'runtime error' not in log, log
+        harness.no_sanitizer_report(log)
         return log
 
     def kill(self):

@@ -42,9 +42,7 @@ def answer_one(sock):
 def run_wrapper(wrapper, message, env, pass_fds=()):
     queue = tempfile.mkdtemp(prefix='queue-', dir=os.path.join(harness.TESTS, 'tmp'))
     standin = os.path.join(os.path.dirname(wrapper), 'qmail-queue-standin')
-    full = dict(os.environ, IDCHECK_QUEUE=standin,
-                STANDIN_QUEUE=queue, ASAN_OPTIONS=harness.ASAN_OPTIONS,
-                UBSAN_OPTIONS=harness.UBSAN_OPTIONS)
+    full = dict(os.environ, IDCHECK_QUEUE=standin, STANDIN_QUEUE=queue, **harness.SANITIZER_ENV)
     full.pop('IDCHECK_CHANNEL', None)
     full.update(env)
     with tempfile.TemporaryFile() as inp:
@@ -66,8 +64,7 @@ def run_wrapper(wrapper, message, env, pass_fds=()):
     for n in os.listdir(queue):
         os.unlink(os.path.join(queue, n))
     os.rmdir(queue)
-    for mark in harness.SANITIZER_MARKS:
-        assert mark not in err.decode('utf-8', 'replace'), err
+    harness.no_sanitizer_report(err)
     return proc.returncode, msgs, err
 
 

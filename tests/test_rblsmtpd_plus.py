@@ -2,16 +2,15 @@
 
 Each case runs build/rblsmtpd-plus, and build-asan/rblsmtpd-plus when it
 exists (unless IDCHECK_NO_ASAN is set), with TCPREMOTEIP and DNSCACHEIP in
-the environment and the client on pipes; a few run under the real tcpserver.
-Debian's /usr/bin/rblsmtpd is the reference for the blocking dialogue.
+the environment and the client on pipes. Debian's /usr/bin/rblsmtpd is the
+reference for the blocking dialogue. Under the real tcpserver, in front of
+qmail-idcheck: tests/dialogues/rbl-*.dlg.
 
 Run: make build/rblsmtpd-plus && /usr/bin/python3 -m pytest -q tests/test_rblsmtpd_plus.py
 """
 import os
 import re
 import select
-import signal
-import socket
 import subprocess
 import time
 
@@ -24,10 +23,6 @@ from dnsfixture import PacketServer, question_type, record, reply
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RBLSMTPD = '/usr/bin/rblsmtpd'
-TCPSERVER = '/usr/bin/tcpserver'
-SANITIZER_MARKS = (b'AddressSanitizer', b'LeakSanitizer', b'runtime error:')
-ASAN_OPTIONS = 'abort_on_error=0:halt_on_error=1:detect_leaks=1:log_path=stderr'
-UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1:abort_on_error=0:log_path=stderr'
 
 # prog for the pass cases: says it ran, then the RBLSMTPD_* variables it got
 PRINTENV = ['/bin/sh', '-c',
@@ -64,17 +59,11 @@ class Run:
 
 
 def make_env(ip, dnsip, extra=None):
-    env = {'PATH': '/usr/bin:/bin', 'DNSCACHEIP': dnsip,
-           'ASAN_OPTIONS': ASAN_OPTIONS, 'UBSAN_OPTIONS': UBSAN_OPTIONS}
+    env = {'PATH': '/usr/bin:/bin', 'DNSCACHEIP': dnsip, **harness.SANITIZER_ENV}
     if ip is not None:
         env['TCPREMOTEIP'] = ip
     env.update(extra or {})
     return env
-
-
-def no_sanitizer_report(err):
-    for mark in SANITIZER_MARKS:
-        assert mark not in err, err.decode('utf-8', 'replace')
 
 
 def run(binary, args, ip, dns, stdin=b'', server=None, env=None, prog=PRINTENV, timeout=15):
@@ -82,7 +71,7 @@ def run(binary, args, ip, dns, stdin=b'', server=None, env=None, prog=PRINTENV, 
     p = subprocess.run([binary] + args + prog, input=stdin, capture_output=True,
                        env=make_env(ip, server or dns.ip, env), timeout=timeout)
     r = Run(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
-    no_sanitizer_report(r.err)
+    harness.no_sanitizer_report(r.err)
     return r
 
 
@@ -508,7 +497,7 @@ def test_dialogue_timeout_drops_silently(plus, dns):
         p.kill()
     assert 0.9 <= elapsed < 2.5
     assert out == GREET + OK and p.returncode == 0
-    no_sanitizer_report(err)
+    harness.no_sanitizer_report(err)
 
 
 # ------------------------------------------------------------ greeting delay
@@ -539,81 +528,13 @@ def test_patient_client_gets_prog_after_the_delay(plus, dns):
         p.kill()
     assert first == b'PROG RAN\n'
     assert 0.55 <= elapsed < 2.0, elapsed
-    no_sanitizer_report(err)
+    harness.no_sanitizer_report(err)
 
 
 def test_allowlisted_client_is_not_delayed(plus, dns):
     r = run(plus, ['-g', '2', '-a', 'allow.test', '-r', 'bl.test'], '192.0.2.20', dns,
             stdin=b'EHLO x\r\n')
     assert r.out.startswith(b'PROG RAN') and r.elapsed < 1.0
-
-
-# ------------------------------------------------------------ under the real tcpserver
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-@pytest.fixture
-def server(plus, dns):
-    started = []
-
-    def start(args, prog=('/bin/echo', 'PROG RAN')):
-        port = free_port()
-        p = subprocess.Popen([TCPSERVER, '-H', '-R', '-l', 'mx.example', '127.0.0.1', str(port),
-                              plus] + args + list(prog),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env=make_env(None, dns.ip),
-                             start_new_session=True)
-        started.append(p)
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
-                return port
-            except OSError:
-                time.sleep(0.02)
-        pytest.fail('tcpserver did not start')
-
-    yield start
-    for p in started:
-        os.killpg(p.pid, signal.SIGTERM)
-        err = p.communicate(timeout=5)[1]
-        no_sanitizer_report(err)
-
-
-def talk(port, source, data, timeout=5):
-    c = socket.socket()
-    c.settimeout(timeout)
-    c.bind((source, 0))
-    c.connect(('127.0.0.1', port))
-    if data:
-        c.sendall(data)
-    got = b''
-    while True:
-        chunk = c.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-    c.close()
-    return got
-
-
-def test_under_tcpserver_blocked_and_passed(server):
-    port = server(['-r', 'bl.test'])
-    # TCPREMOTEIP is 127.0.0.2 (the RFC 5782 test entry), then 127.0.0.1
-    assert talk(port, '127.0.0.2', DIALOGUE) == blocked_reply(b'127.0.0.2 is the test entry of bl.test')
-    assert talk(port, '127.0.0.1', b'') == b'PROG RAN\n'
-
-
-def test_under_tcpserver_early_talker(server):
-    port = server(['-g', '0.5', '-r', 'bl.test'])
-    assert talk(port, '127.0.0.1', b'EHLO early.example\r\n') == \
-        b'554 rblsmtpd.local client talked before the greeting (#5.5.1)\r\n'
 
 
 # ------------------------------------------------------------ command line

@@ -1,4 +1,4 @@
-"""The shipped daemontools service (run-scripts/qmail-smtpd) under the real
+"""The shipped daemontools services (run-scripts/qmail-smtpd, qmail-smtps) under the real
 svscan/supervise: it starts, delivers a message through tcpserver →
 rblsmtpd-plus → qmail-idcheck → the stand-in, logs through multilog, and
 stops with svc. Only the settings the run script reads from its environment
@@ -18,8 +18,6 @@ import pytest
 import harness
 from dnsfixture import dns  # noqa: F401  (the session's tinydns)
 
-SERVICE = os.path.join(harness.TOP, 'run-scripts', 'qmail-smtpd')
-SMTPS = os.path.join(harness.TOP, 'run-scripts', 'qmail-smtps')
 TRACE = re.compile(rb'Received-TLS: TLSv1\.[23] cipher=\S+\n')
 
 
@@ -63,51 +61,85 @@ def listening(port):
         return False
 
 
-@pytest.mark.skipif(not shutil.which('svscan'), reason='daemontools is not installed')
-def test_service_runs_under_supervise(dns):  # noqa: F811
-    build = harness.build_dir('plain')   # softlimit -m and ASan's reservations do not mix
-    if not os.path.exists(os.path.join(build, 'rblsmtpd-plus')):
-        pytest.skip('rblsmtpd-plus is not built')
-    os.makedirs(os.path.join(harness.TESTS, 'tmp'), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='service-', dir=os.path.join(harness.TESTS, 'tmp'))
-    svscan = None
-    try:
-        services = os.path.join(tmp, 'service')
-        os.makedirs(services)
-        shutil.copytree(SERVICE, os.path.join(services, 'qmail-smtpd'), symlinks=True)
-        home = os.path.join(tmp, 'qmail')
-        os.makedirs(os.path.join(home, 'control'))
-        with open(os.path.join(home, 'control', 'me'), 'w') as f:
-            f.write('service.example\n')
-        with open(os.path.join(home, 'control', 'concurrencyincoming'), 'w') as f:
-            f.write('20\n')
-        make_servercert(os.path.join(home, 'control', 'servercert.pem'))
-        queue = os.path.join(tmp, 'queue')
-        os.makedirs(queue)
-        logdir = os.path.join(tmp, 'log')
-        rules = os.path.join(tmp, 'tcp.smtp')
+class Services:
+    """A service directory for svscan with copies of the shipped run-scripts
+    services, a qmail home (control/me, concurrencyincoming), a queue for the
+    queue stand-in, a tcprules file, and the environment the run scripts
+    read: only what differs from a production host."""
+
+    def __init__(self, dns, *names):
+        self.build = harness.build_dir('plain')   # softlimit -m and ASan do not mix
+        if not os.path.exists(os.path.join(self.build, 'rblsmtpd-plus')):
+            pytest.skip('rblsmtpd-plus is not built')
+        os.makedirs(os.path.join(harness.TESTS, 'tmp'), exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix='service-', dir=os.path.join(harness.TESTS, 'tmp'))
+        self.svscan = None
+        self.dir = os.path.join(self.tmp, 'service')
+        os.makedirs(self.dir)
+        for name in names:
+            shutil.copytree(os.path.join(harness.TOP, 'run-scripts', name),
+                            os.path.join(self.dir, name), symlinks=True)
+        self.home = os.path.join(self.tmp, 'qmail')
+        os.makedirs(os.path.join(self.home, 'control'))
+        for name, text in (('me', 'service.example\n'), ('concurrencyincoming', '20\n')):
+            with open(os.path.join(self.home, 'control', name), 'w') as f:
+                f.write(text)
+        self.queue = os.path.join(self.tmp, 'queue')
+        os.makedirs(self.queue)
+        self.logdir = os.path.join(self.tmp, 'log')
+        rules = os.path.join(self.tmp, 'tcp.smtp')
         with open(rules, 'w') as f:
             f.write('127.0.0.1:allow,IDCHECK_MODULE="t_headers"\n:allow\n')
         with open(rules) as f:
             subprocess.run(['tcprules', rules + '.cdb', rules + '.tmp'], stdin=f, check=True, timeout=10)
-
-        port = free_port()
-        env = {
-            'PATH': build + ':/usr/local/bin:/usr/bin:/bin',
-            'QMAIL': home, 'SMTPUSER': 'root', 'RULES': rules + '.cdb',
-            'IP': '127.0.0.1', 'PORT': str(port), 'SMTPD': os.path.join(build, 'qmail-smtpd-standin'),
+        self.port = free_port()
+        self.env = {
+            'PATH': self.build + ':/usr/local/bin:/usr/bin:/bin',
+            'QMAIL': self.home, 'SMTPUSER': 'root', 'RULES': rules + '.cdb',
+            'IP': '127.0.0.1', 'PORT': str(self.port),
+            'SMTPD': os.path.join(self.build, 'qmail-smtpd-standin'),
             'RBL': '-r bl.test', 'DNSCACHEIP': dns.ip,
-            'LOGUSER': 'root', 'LOGDIR': logdir,
-            'STANDIN_HOME': home, 'STANDIN_QUEUE': queue,
-            'QMAILQUEUE': os.path.join(build, 'qmail-queue-standin'),
+            'LOGUSER': 'root', 'LOGDIR': self.logdir,
+            'STANDIN_HOME': self.home, 'STANDIN_QUEUE': self.queue,
+            'QMAILQUEUE': os.path.join(self.build, 'qmail-queue-standin'),
             'IDCHECK_PYTHONPATH': os.path.join(harness.TESTS, 'policies'),
         }
-        svscan = subprocess.Popen(['svscan', services], env=env, cwd=tmp,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-        assert wait_for(lambda: listening(port)), 'the service did not start listening'
 
-        s = smtplib.SMTP('127.0.0.1', port, local_hostname='client.example', timeout=10)
+    def start(self):
+        self.svscan = subprocess.Popen(['svscan', self.dir], env=self.env, cwd=self.tmp,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+        assert wait_for(lambda: listening(self.port)), 'the service did not start listening'
+
+    def stored(self):
+        """The stored messages' names (the .env of each), in arrival order."""
+        return sorted(n for n in os.listdir(self.queue) if n.endswith('.env')) or None
+
+    def message(self, name):
+        with open(os.path.join(self.queue, name[:-4] + '.msg'), 'rb') as f:
+            return f.read()
+
+    def stop(self):
+        if self.svscan is not None:
+            try:
+                os.killpg(self.svscan.pid, 9)     # svscan, its supervise processes, multilog
+            except ProcessLookupError:
+                pass
+            self.svscan.wait(timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which('svscan'), reason='daemontools is not installed')
+def test_service_runs_under_supervise(dns):  # noqa: F811
+    """With control/servercert.pem in place, the shipped qmail-smtpd service
+    offers STARTTLS; a message sent in clear and one sent with swaks --tls
+    are both stored, the second with its TLS record; multilog has the
+    decision; svc stops it."""
+    svc = Services(dns, 'qmail-smtpd')
+    try:
+        make_servercert(os.path.join(svc.home, 'control', 'servercert.pem'))
+        svc.start()
+        s = smtplib.SMTP('127.0.0.1', svc.port, local_hostname='client.example', timeout=10)
         try:
             code, text = s.ehlo()
             assert code == 250 and b'\nID\n' in text + b'\n'
@@ -116,56 +148,45 @@ def test_service_runs_under_supervise(dns):  # noqa: F811
             s.sendmail('seed@example.com', ['one@example.org'], b'Subject: service\r\n\r\nhello\r\n')
         finally:
             s.quit()
-
-        def stored():
-            names = sorted(n for n in os.listdir(queue) if n.endswith('.env'))
-            return names or None
-        names = wait_for(stored)
+        names = wait_for(svc.stored)
         assert names and len(names) == 1
-        with open(os.path.join(queue, names[0][:-4] + '.msg'), 'rb') as f:
-            msg = f.read()
-        # swaks --tls: STARTTLS on the shipped service, and the stored copy
-        # says the message came over TLS
-        r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(port), '--tls',
-                            '--helo', 'client.example', '--from', 'seed@example.com',
-                            '--to', 'one@example.org', '--timeout', '10'],
-                           capture_output=True, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        names = wait_for(lambda: len(stored() or []) == 2 and stored())
-        assert names, 'the message sent over TLS was not stored'
-        with open(os.path.join(queue, names[1][:-4] + '.msg'), 'rb') as f:
-            tls_msg = f.read()
-        assert re.match(rb'Authent: 192\.0\.2\.1 example\.com SPF1 PASS ratings=S1:A,M2:A,H1:B\n'
-                        + TRACE.pattern + rb'Received: from localhost \(HELO client\.example\)',
-                        tls_msg), tls_msg
+        msg = svc.message(names[0])
         assert msg.startswith(b'Authent: 192.0.2.1 example.com SPF1 PASS ratings=S1:A,M2:A,H1:B\n'
                               b'Received: from localhost (HELO client.example) (127.0.0.1)\n'
                               b'  by service.example with SMTP; ')
         assert msg.endswith(b'\nSubject: service\n\nhello\n')
 
+        # swaks --tls: STARTTLS on the shipped service, and the stored copy
+        # says the message came over TLS
+        r = subprocess.run(['swaks', '--server', '127.0.0.1', '--port', str(svc.port), '--tls',
+                            '--helo', 'client.example', '--from', 'seed@example.com',
+                            '--to', 'one@example.org', '--timeout', '10'],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        names = wait_for(lambda: len(svc.stored() or []) == 2 and svc.stored())
+        assert names, 'the message sent over TLS was not stored'
+        tls_msg = svc.message(names[1])
+        assert re.match(rb'Authent: 192\.0\.2\.1 example\.com SPF1 PASS ratings=S1:A,M2:A,H1:B\n'
+                        + TRACE.pattern + rb'Received: from localhost \(HELO client\.example\)',
+                        tls_msg), tls_msg
+
         def logged():
             try:
-                with open(os.path.join(logdir, 'current'), 'rb') as f:
+                with open(os.path.join(svc.logdir, 'current'), 'rb') as f:
                     text = f.read()
             except OSError:
                 return None
             return text if b'qmail-idcheck: pid' in text and b'seed@example.com mail ACCEPT' in text else None
         assert wait_for(logged), 'multilog did not record the decision'
 
-        svc = os.path.join(services, 'qmail-smtpd')
-        subprocess.run(['svc', '-d', svc], check=True, timeout=10)
-        assert wait_for(lambda: not listening(port)), 'svc -d did not stop tcpserver'
-        status = subprocess.run(['svstat', svc], capture_output=True, timeout=10).stdout
+        service = os.path.join(svc.dir, 'qmail-smtpd')
+        subprocess.run(['svc', '-d', service], check=True, timeout=10)
+        assert wait_for(lambda: not listening(svc.port)), 'svc -d did not stop tcpserver'
+        status = subprocess.run(['svstat', service], capture_output=True, timeout=10).stdout
         assert b': down ' in status, status
-        subprocess.run(['svc', '-dx', svc, os.path.join(svc, 'log')], timeout=10)
+        subprocess.run(['svc', '-dx', service, os.path.join(service, 'log')], timeout=10)
     finally:
-        if svscan is not None:
-            try:
-                os.killpg(svscan.pid, 9)     # svscan, its supervise processes, multilog
-            except ProcessLookupError:
-                pass
-            svscan.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        svc.stop()
 
 
 @pytest.mark.skipif(not shutil.which('svscan'), reason='daemontools is not installed')
@@ -173,72 +194,29 @@ def test_smtps_service(dns):  # noqa: F811
     """run-scripts/qmail-smtps beside qmail-smtpd (whose run script it runs
     with TLSMODE=implicit): TLS from the first byte, the message stored with
     its TLS record; without a certificate it refuses to start."""
-    build = harness.build_dir('plain')
-    os.makedirs(os.path.join(harness.TESTS, 'tmp'), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='service-', dir=os.path.join(harness.TESTS, 'tmp'))
-    svscan = None
+    svc = Services(dns, 'qmail-smtpd', 'qmail-smtps')
     try:
-        services = os.path.join(tmp, 'service')
-        os.makedirs(services)
-        for src in (SERVICE, SMTPS):
-            shutil.copytree(src, os.path.join(services, os.path.basename(src)), symlinks=True)
         # qmail-smtpd's directory is there for its run script; not started
-        open(os.path.join(services, 'qmail-smtpd', 'down'), 'w').close()
-        home = os.path.join(tmp, 'qmail')
-        os.makedirs(os.path.join(home, 'control'))
-        with open(os.path.join(home, 'control', 'me'), 'w') as f:
-            f.write('service.example\n')
-        with open(os.path.join(home, 'control', 'concurrencyincoming'), 'w') as f:
-            f.write('20\n')
-        queue = os.path.join(tmp, 'queue')
-        os.makedirs(queue)
-        rules = os.path.join(tmp, 'tcp.smtp')
-        with open(rules, 'w') as f:
-            f.write('127.0.0.1:allow,IDCHECK_MODULE="t_headers"\n:allow\n')
-        with open(rules) as f:
-            subprocess.run(['tcprules', rules + '.cdb', rules + '.tmp'], stdin=f, check=True, timeout=10)
-        port = free_port()
-        env = {
-            'PATH': build + ':/usr/local/bin:/usr/bin:/bin',
-            'QMAIL': home, 'SMTPUSER': 'root', 'RULES': rules + '.cdb',
-            'IP': '127.0.0.1', 'PORT': str(port), 'SMTPD': os.path.join(build, 'qmail-smtpd-standin'),
-            'RBL': '-r bl.test', 'DNSCACHEIP': dns.ip,
-            'LOGUSER': 'root', 'LOGDIR': os.path.join(tmp, 'log'),
-            'STANDIN_HOME': home, 'STANDIN_QUEUE': queue,
-            'QMAILQUEUE': os.path.join(build, 'qmail-queue-standin'),
-            'IDCHECK_PYTHONPATH': os.path.join(harness.TESTS, 'policies'),
-        }
-        # no certificate: the run script says so and does not start
-        r = subprocess.run(['./run'], cwd=os.path.join(services, 'qmail-smtps'), env=env,
+        open(os.path.join(svc.dir, 'qmail-smtpd', 'down'), 'w').close()
+        r = subprocess.run(['./run'], cwd=os.path.join(svc.dir, 'qmail-smtps'), env=svc.env,
                            capture_output=True, timeout=10)
         assert r.returncode == 1 and b'TLSMODE=implicit needs a certificate' in r.stdout, r
-        make_servercert(os.path.join(home, 'control', 'servercert.pem'))
-
-        svscan = subprocess.Popen(['svscan', services], env=env, cwd=tmp,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-        assert wait_for(lambda: listening(port)), 'the SMTPS service did not start listening'
+        make_servercert(os.path.join(svc.home, 'control', 'servercert.pem'))
+        svc.start()
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        with smtplib.SMTP_SSL('127.0.0.1', port, local_hostname='client.example', context=ctx,
+        with smtplib.SMTP_SSL('127.0.0.1', svc.port, local_hostname='client.example', context=ctx,
                               timeout=10) as s:
             code, text = s.ehlo()
             assert code == 250 and b'\nID\n' in text + b'\n' and b'STARTTLS' not in text
             s.sendmail('seed@example.com', ['one@example.org'], b'Subject: smtps\r\n\r\nhello\r\n')
-        names = wait_for(lambda: sorted(n for n in os.listdir(queue) if n.endswith('.env')) or None)
+        names = wait_for(svc.stored)
         assert names and len(names) == 1
-        with open(os.path.join(queue, names[0][:-4] + '.msg'), 'rb') as f:
-            msg = f.read()
+        msg = svc.message(names[0])
         assert TRACE.search(msg), msg
         assert msg.endswith(b'\nSubject: smtps\n\nhello\n')
-        subprocess.run(['svc', '-dx', os.path.join(services, 'qmail-smtps'),
-                        os.path.join(services, 'qmail-smtps', 'log')], timeout=10)
+        service = os.path.join(svc.dir, 'qmail-smtps')
+        subprocess.run(['svc', '-dx', service, os.path.join(service, 'log')], timeout=10)
     finally:
-        if svscan is not None:
-            try:
-                os.killpg(svscan.pid, 9)
-            except ProcessLookupError:
-                pass
-            svscan.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        svc.stop()

@@ -297,3 +297,18 @@ def test_in_front_of_a_tls_patched_qmail_smtpd(certs):
         assert re.search(TRACE, msg), msg
     finally:
         ours.stop()
+
+
+@pytest.mark.parametrize('variant', harness.variants())
+def test_relay_client_over_tls_keeps_the_tls_record(variant, certs):
+    """A RELAYCLIENT session makes no policy calls, but one that can have TLS
+    keeps the queue wrapper: its message over TLS is stored with the TLS
+    record and nothing of a policy."""
+    with tls_chain(variant, certs, env={'RELAYCLIENT': ''}) as chain:
+        with SMTP(SNI, chain.port, local_hostname='client.example',
+                  timeout=harness.READ_TIMEOUT) as s:
+            s.starttls(context=client_context(certs))
+            assert s.sendmail('accept@example.com', ['one@example.org'], MESSAGE) == {}
+        msg, _ = stored_one(chain)
+        assert re.fullmatch(TRACE + RECEIVED + rb'Subject: over TLS\n\nbody\n', msg), msg
+        assert ' mail/tls ' not in chain.log()

@@ -554,13 +554,15 @@ def test_key_not_matching_certificate(variant, certs, chains):
 
     prog = harness.binary(variant, 'qmail-idcheck-tls')
     env = {'PATH': '/usr/bin:/bin', 'IDCHECK_TLS_CERT': certs['path']('server-cert.pem'),
-           'ASAN_OPTIONS': harness.ASAN_OPTIONS, 'UBSAN_OPTIONS': harness.UBSAN_OPTIONS}
+           **harness.SANITIZER_ENV}
     bad = subprocess.run([prog, '-c'], env=dict(env, IDCHECK_TLS_KEY=certs['path']('other-key.pem')),
                          capture_output=True, timeout=30)
+    harness.no_sanitizer_report(bad.stderr)
     assert bad.returncode == 111
     assert b'cannot use the certificate or key: ' in bad.stderr
     good = subprocess.run([prog, '-c'], env=dict(env, IDCHECK_TLS_KEY=certs['path']('server-key.pem')),
                           capture_output=True, timeout=30)
+    harness.no_sanitizer_report(good.stderr)
     assert good.returncode == 0, good.stderr
     assert good.stderr.endswith(b' certificate and key are usable\n')
 

@@ -9,8 +9,12 @@ else the MAIL FROM domain), in this order:
   3. what config.SPF_ACTIONS says for that result; for pass (RATE): the
      Registry ratings of the identity, weighted, against the thresholds:
      ACCEPT / FILTER / REJECT (ratings.py; no services by default)
+  3b. shared state (state.py; off unless configured): rate limits at MAIL
+     and RCPT (ratelimit.py), greylisting at RCPT (greylist.py); a refusal
+     is TEMPFAIL 451 4.7.1, final for that command only;
   4. before the data, an ACCEPT or FILTER is held back as CONTINUE (config
-     DEFER), so that the policy sees the message;
+     DEFER; always while greylisting or a rate limit is on), so that the
+     policy sees the message;
   5. at end of data: DKIM (dkim_check.py, one verification per message),
      SPF of the MAIL FROM and HELO identities, DMARC (dmarc.py), whose
      policy may make the verdict stricter (p=reject: REJECT 550 5.7.1, p=
@@ -118,6 +122,7 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
 
     # 3. the Registry ratings, when SPF says so
     marks = None
+    trusted = False       # an SPF pass the ratings accept (greylisting may skip it)
     if action == 'RATE' and (identity is None or not cfg.services):
         action = cfg.unrated          # nobody to rate, or nobody to ask
     if action == 'RATE':
@@ -129,12 +134,24 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
                         keep=lambda m: all(mark[1] != '?' for mark in m))
         trace.mark('ratings')
         action = ratings.decide(marks, cfg)
+        trusted = action == 'ACCEPT' and ratings.score(marks) is not None
         reason = 'ratings'
         fill['ratings'] = 'ratings=' + ratings.text(marks)
 
     if action in ('REJECT', 'TEMPFAIL'):
         trace.done(action)
         return (action, _reply(reason, action, fill), [])
+
+    # 3b. shared state (issue 14, state.py): the rate limits at MAIL and
+    # RCPT, greylisting at RCPT; off unless configured
+    if cfg.stateful and stage != 'data' and S is not None and action != 'DISCARD':
+        from . import state
+        refused = state.check(stage, ip, identity if result == 'pass' else None, S, R,
+                              trusted, cfg, env, _log)
+        trace.mark('state')
+        if refused is not None:
+            trace.done('TEMPFAIL')
+            return ('TEMPFAIL', _reply(refused[0], 'TEMPFAIL', dict(fill, **refused[1])), [])
 
     text = '%s %s SPF1 %s' % (shown_ip, shown_id, result.upper())
     if marks is not None:
@@ -143,7 +160,8 @@ def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
 
     if stage != 'data':
         # 4. hold an ACCEPT or FILTER back until the message is seen
-        if action in ('ACCEPT', 'FILTER') and _defer(cfg, S):
+        # (the shared state's checks need every RCPT: CONTINUE whatever DEFER says)
+        if action in ('ACCEPT', 'FILTER') and (_defer(cfg, S) or (cfg.stateful and S is not None)):
             action = 'CONTINUE'
         elif action in ('ACCEPT', 'FILTER') and S is not None:
             # final before the data: what is known so far

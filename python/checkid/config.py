@@ -25,6 +25,30 @@ a partner network can get other rules than the rest of the world):
   DNS_TIMEOUT      CHECKID_DNS_TIMEOUT      5      seconds per DNS lookup
   SPF_TIMEOUT      CHECKID_SPF_TIMEOUT      15     seconds for all of SPF's lookups
 
+Shared state, greylisting and rate limits (state.py, greylist.py,
+ratelimit.py; all off by default; see checkid(7)):
+
+  STATE            CHECKID_STATE            sqlite:/var/lib/qmail-idcheck/checkid.sqlite
+                                                   or redis://HOST[:PORT][/DB]
+  STATE_TIMEOUT    CHECKID_STATE_TIMEOUT    1      seconds for the store's work in one call
+  STATE_ONERROR    CHECKID_STATE_ONERROR    skip   the store down or slow: skip the
+                                                   checks, or tempfail (451 4.3.0)
+  GREYLIST         CHECKID_GREYLIST         0      greylist (client net, MAIL FROM, RCPT)
+  GREY_DELAY       CHECKID_GREY_DELAY       300    seconds before a retry passes
+  GREY_RETRY_WINDOW CHECKID_GREY_RETRY_WINDOW 172800  seconds the first retry may take
+  GREY_MAX_AGE     CHECKID_GREY_MAX_AGE     3024000 seconds a passed triplet and an
+                                                   auto-allowed client are kept (35 days)
+  GREY_AUTO_ALLOW  CHECKID_GREY_AUTO_ALLOW  5      passed triplets that let the client's
+                                                   net through without delay (0: never)
+  GREY_SKIP_TRUSTED CHECKID_GREY_SKIP_TRUSTED 1    SPF pass rated ACCEPT: no greylisting
+  GREY_NET4/6      CHECKID_GREY_NET4, _NET6 24, 64 the client's network in the triplet
+  RATE_WINDOW      CHECKID_RATE_WINDOW      3600   seconds of a rate limit's window
+  RATE_MESSAGES    CHECKID_RATE_MESSAGES    0      messages (MAIL) per client per window
+  RATE_RECIPIENTS  CHECKID_RATE_RECIPIENTS  0      recipients (RCPT) per client per window
+  RATE_ID_MESSAGES CHECKID_RATE_ID_MESSAGES 0      the same per SPF-passing identity
+  RATE_ID_RECIPIENTS CHECKID_RATE_ID_RECIPIENTS 0  (0: no limit)
+  RATE_NET4/6      CHECKID_RATE_NET4, _NET6 32, 64 what "a client" is for the rate limits
+
 Grades weigh A=9, B=7, C=5, D=0 (GRADES). The score is the weighted mean of
 the grades the services gave (services without a grade do not count).
 
@@ -103,6 +127,27 @@ RANDOM = None
 DNS_TIMEOUT = 5.0
 SPF_TIMEOUT = 15.0
 
+# ---- shared state: greylisting and rate limits (state.py, greylist.py,
+# ratelimit.py; issue 14). Off unless GREYLIST or a RATE_* limit is set.
+STATE = 'sqlite:/var/lib/qmail-idcheck/checkid.sqlite'
+STATE_TIMEOUT = 1.0          # seconds; far below IDCHECK_CALLTIMEOUT (30)
+STATE_ONERROR = 'skip'       # or 'tempfail'
+GREYLIST = False
+GREY_DELAY = 300.0
+GREY_RETRY_WINDOW = 2 * 86400.0
+GREY_MAX_AGE = 35 * 86400.0
+GREY_AUTO_ALLOW = 5
+GREY_SKIP_TRUSTED = True
+GREY_NET4, GREY_NET6 = 24, 64
+RATE_WINDOW = 3600.0
+RATE_MESSAGES = RATE_RECIPIENTS = 0
+RATE_ID_MESSAGES = RATE_ID_RECIPIENTS = 0
+RATE_NET4, RATE_NET6 = 32, 64
+# the time for greylisting and rate limits: a function returning seconds
+# since the epoch; None is time.time. Tests replace it.
+CLOCK = None
+# ---- end of the shared state settings
+
 # The replies, by what led to the verdict. %(ip)s, %(id)s, %(zone)s,
 # %(ratings)s are filled in; quotes as in the seed's example.
 REPLIES = {
@@ -122,6 +167,12 @@ REPLIES = {
                                  "try again later"),
     'dmarc-unseen': (550, '5.7.1', "Header section too large to check the message's author"),
     'dmarc-author': (550, '5.7.1', "The message's author (From) cannot be checked"),
+    # shared state (issue 14): %(wait)s seconds, %(what)s messages or
+    # recipients, %(who)s the client's address or network, or the identity
+    'greylist': (451, '4.7.1', "Greylisted, please try again later (in %(wait)s seconds)"),
+    'rate': (451, '4.7.1', "Too many %(what)s from %(who)s, try again in %(wait)s seconds"),
+    'state-temp': (451, '4.3.0', "Temporary local problem checking the sender, "
+                                 "try again later"),
 }
 
 ACTIONS = ('ACCEPT', 'REJECT', 'FILTER', 'CONTINUE', 'TEMPFAIL', 'DISCARD')
@@ -196,23 +247,85 @@ class Config:
         self.psl_file = env.get('CHECKID_PSL_FILE', PSL_FILE)
         self.dns_timeout = self._number(env, 'CHECKID_DNS_TIMEOUT', DNS_TIMEOUT, positive=True)
         self.spf_timeout = self._number(env, 'CHECKID_SPF_TIMEOUT', SPF_TIMEOUT, positive=True)
+        self._state_settings(env)          # shared state (issue 14)
 
     def key(self):
         """What SPF, rating and DMARC answers depend on (for the cache)."""
         return (tuple(self.services), self.dns_timeout, self.spf_timeout)
+
+    # ---- shared state (issue 14): greylisting and rate limits ----
+
+    def _state_settings(self, env):
+        self.state = self._state_url(env.get('CHECKID_STATE'))
+        self.state_timeout = self._number(env, 'CHECKID_STATE_TIMEOUT', STATE_TIMEOUT,
+                                          positive=True)
+        onerror = env.get('CHECKID_STATE_ONERROR', STATE_ONERROR).strip().lower()
+        if onerror not in ('skip', 'tempfail'):
+            self._warn('CHECKID_STATE_ONERROR', onerror)
+            onerror = STATE_ONERROR
+        self.state_onerror = onerror
+        self.greylist = self._flag(env, 'CHECKID_GREYLIST', GREYLIST)
+        self.grey_delay = self._number(env, 'CHECKID_GREY_DELAY', GREY_DELAY, nonnegative=True)
+        self.grey_retry_window = self._number(env, 'CHECKID_GREY_RETRY_WINDOW',
+                                              GREY_RETRY_WINDOW, positive=True)
+        self.grey_max_age = self._number(env, 'CHECKID_GREY_MAX_AGE', GREY_MAX_AGE,
+                                         positive=True)
+        self.grey_auto_allow = self._count(env, 'CHECKID_GREY_AUTO_ALLOW', GREY_AUTO_ALLOW)
+        self.grey_skip_trusted = self._flag(env, 'CHECKID_GREY_SKIP_TRUSTED', GREY_SKIP_TRUSTED)
+        self.grey_net4 = self._count(env, 'CHECKID_GREY_NET4', GREY_NET4, 32)
+        self.grey_net6 = self._count(env, 'CHECKID_GREY_NET6', GREY_NET6, 128)
+        self.rate_window = self._number(env, 'CHECKID_RATE_WINDOW', RATE_WINDOW, positive=True)
+        self.rate_messages = self._count(env, 'CHECKID_RATE_MESSAGES', RATE_MESSAGES)
+        self.rate_recipients = self._count(env, 'CHECKID_RATE_RECIPIENTS', RATE_RECIPIENTS)
+        self.rate_id_messages = self._count(env, 'CHECKID_RATE_ID_MESSAGES', RATE_ID_MESSAGES)
+        self.rate_id_recipients = self._count(env, 'CHECKID_RATE_ID_RECIPIENTS',
+                                              RATE_ID_RECIPIENTS)
+        self.rate_net4 = self._count(env, 'CHECKID_RATE_NET4', RATE_NET4, 32)
+        self.rate_net6 = self._count(env, 'CHECKID_RATE_NET6', RATE_NET6, 128)
+        self.stateful = self.greylist or any((self.rate_messages, self.rate_recipients,
+                                              self.rate_id_messages, self.rate_id_recipients))
+
+    def _state_url(self, value):
+        """sqlite:/absolute/path or redis://host[:port][/db], as given."""
+        if value is None:
+            return STATE
+        v = value.strip()
+        if v.startswith('sqlite:') and v[7:].startswith('/') and '\0' not in v:
+            return v
+        if v.startswith('redis://'):
+            from . import state
+            try:
+                state.redis_address(v)
+                return v
+            except ValueError:
+                pass
+        self._warn('CHECKID_STATE', value)
+        return STATE
+
+    def _count(self, env, var, default, most=None):
+        """A whole number >= 0 (<= most)."""
+        value = env.get(var)
+        if value is None:
+            return default
+        v = value.strip()
+        if v.isdigit() and (most is None or int(v) <= most):
+            return int(v)
+        self._warn(var, value)
+        return default
 
     # ---- parsers ----
 
     def _warn(self, var, value):
         self.warnings.append('%s=%r ignored' % (var, value))
 
-    def _number(self, env, var, default, positive=False):
+    def _number(self, env, var, default, positive=False, nonnegative=False):
         value = env.get(var)
         if value is None:
             return default
         try:
             n = float(value)
-            if n != n or n in (float('inf'), float('-inf')) or (positive and n <= 0):
+            if n != n or n in (float('inf'), float('-inf')) or (positive and n <= 0) \
+                    or (nonnegative and n < 0):
                 raise ValueError
             return n
         except ValueError:

@@ -5,7 +5,6 @@
  * and headers the wrapper can fold. */
 #include "fuzz.h"
 #include "header_fold.h"
-#include "netstring.h"
 #include "policy_wire.h"
 #include "verdict.h"
 #include <string.h>
@@ -24,12 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   frame.len = 0;
   CHECK(wire_reply_encode(&frame, &v));
-  const char *payload;
-  size_t plen, pos = 0;
-  CHECK(netstring_frame(frame.s, frame.len, WIRE_MAX_FRAME) == (long)frame.len);
-  CHECK(netstring_next(frame.s, frame.len, &pos, &payload, &plen) == 1);
+  struct wire_frame f;
+  CHECK(wire_frame_parse(frame.s, frame.len, &f) == 1 && f.len == frame.len);
   verdict_reset(&w);
-  CHECK(wire_reply_decode(payload, plen, &w) == 1);
+  CHECK(wire_reply_decode(f.payload, f.plen, &w) == 1);
   CHECK(w.action == v.action && w.nheaders == v.nheaders);
   CHECK(same(&w.xcode, &v.xcode) && same(&w.text, &v.text) && same(&w.headers, &v.headers));
   CHECK(w.code == v.code || (v.code >= 1000 || v.code == 0));

@@ -18,26 +18,6 @@
 #include "dns_answer.h"
 #include "rbl_lookup.h"
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#define PACKET_MAX 65535
-
-/* The packet copied to end where a PROT_NONE page begins. */
-static const char *at_guard(const uint8_t *data, unsigned int len)
-{
-  static char *area;
-  static size_t room;
-  if (!area) {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    room = (PACKET_MAX + page - 1) / page * page;
-    area = mmap(0, room + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(area != MAP_FAILED);
-    CHECK(mprotect(area + room, page, PROT_NONE) == 0);
-  }
-  memcpy(area + room - len, data, len);
-  return area + room - len;
-}
 
 struct expected {
   int malformed;
@@ -90,11 +70,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static struct expected e;
   static stralloc result;
-  if (size < 1 || size - 1 > PACKET_MAX) return 0;
+  if (size < 1 || size - 1 > FUZZ_GUARD_MAX) return 0;
   int txt = data[0] & 1;
   const char *qtype = txt ? DNS_T_TXT : DNS_T_A;
   unsigned int len = (unsigned int)(size - 1);
-  const char *packet = at_guard(data + 1, len);
+  const char *packet = fuzz_guarded(data + 1, len);
 
   /* something in it from an earlier run: it must not show through */
   CHECK(stralloc_copys(&result, "\x7f\x01\x02\x03stale"));

@@ -2,7 +2,7 @@
  *
  * qmail is not packaged by Debian, so the suite runs this under tcpserver
  * instead. Every reply, exit and byte handed to the queue program follows
- * PROTOCOL.md; where that page is silent, notqmail's behaviour is copied,
+ * tests/QMAIL-PROTOCOL; where that is silent, notqmail's behaviour is copied,
  * down to its I/O rhythm (what it writes, in which write() calls: its 512-byte
  * reply buffer, flushed before every read of at most 1024 bytes) and its
  * integer quirks. The suite runs the same dialogues against a real notqmail
