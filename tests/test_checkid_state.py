@@ -56,11 +56,13 @@ def fresh_stores():
     """No store or failure remembered from another test."""
     state._stores.clear()
     state._failed.clear()
+    state._down.clear()
     yield
     for s in state._stores.values():
         s.close()
     state._stores.clear()
     state._failed.clear()
+    state._down.clear()
 
 
 def open_store(url, timeout=2.0):
@@ -155,6 +157,11 @@ def test_greylist_triplet_parts():
     assert greylist.network('192.0.2.200', 32, 64) == '192.0.2.200/32'
     assert greylist.network('2001:db8:0:1:ffff::1', 24, 64) == '2001:db8:0:1::/64'
     assert greylist.network('not an address', 24, 64) is None
+    # an IPv4 client in IPv6 notation, however written, is its IPv4 network
+    for mapped in ('::ffff:192.0.2.7', '::ffff:c000:207', '0:0:0:0:0:ffff:192.0.2.7'):
+        assert greylist.network(mapped, 24, 64) == '192.0.2.0/24', mapped
+        assert greylist.network(mapped, 32, 64) == '192.0.2.7/32', mapped
+    assert greylist.network('::192.0.2.7', 24, 64) == '::/64'      # not mapped: IPv6
     assert greylist.sender('') == ''
     assert greylist.sender('Bounce+Joe=example.com@Lists.Example.ORG') == 'bounce@lists.example.org'
     assert greylist.sender('owner-list-123-456@example.org') == 'owner-list-#-#@example.org'
@@ -274,8 +281,33 @@ def test_sqlite_purge_deletes_expired_rows_only(tmp_path, monkeypatch):
     monkeypatch.setattr(state, 'PURGE_BATCH', 3)
     for i in range(7):
         grey(s, 'n', ('n', 'a', str(i)), t0, p)
-    assert s.purge(t0 + 3000, later(), force=True) == 3
+    assert s.purge(t0 + 3000, later(), force=True) == state.SQLiteStore.FULL
     assert rows() == [4, 0, 0]
+
+
+def test_sqlite_purge_keeps_up_with_any_inflow(tmp_path, monkeypatch):
+    """A purge that found a full batch leaves the next one due at once, for
+    this process (its next call) and for every other (the database's
+    'purged' time): expired rows never pile up, however fast they come."""
+    monkeypatch.setattr(state, 'PURGE_BATCH', 3)
+    path = str(tmp_path / 'state.sqlite')
+    s, other = state.SQLiteStore(path), state.SQLiteStore(path)
+    t0 = time.time()
+    p = state.GreyParams(delay=1.0, window=100.0, max_age=1000.0, auto_allow=0)
+    for i in range(8):
+        grey(s, 'n', ('n', 'a', str(i)), t0, p)             # each expires t0 + 100
+
+    def left():
+        with sqlite3.connect(path) as c:
+            return c.execute('SELECT count(*) FROM grey').fetchone()[0]
+    s.next_purge = 0.0
+    s._maybe_purge(t0 + 400, later())   # (its first call purged at t0)
+    assert left() == 5 and s.next_purge == 0.0              # due again at once
+    assert other.purge(t0 + 401, later()) == state.SQLiteStore.FULL   # not "purged recently"
+    assert left() == 2
+    s._maybe_purge(t0 + 402, later())
+    assert left() == 0 and s.next_purge > time.monotonic()  # caught up: every PURGE_EVERY
+    assert other.purge(t0 + 403, later()) is None
 
 
 def test_sqlite_purge_runs_by_itself(tmp_path, monkeypatch):
@@ -598,9 +630,24 @@ def test_store_failure_logged_once_per_session(env, monkeypatch):
     assert re.fullmatch(r'checkid: state store failed \(%s: Error 111 connecting to '
                         r'127\.0\.0\.1:\d+\. Connection refused\.\) at rcpt: greylisting and '
                         r'rate limits skipped for this session' % re.escape(url), fake.lines[0])
-    env.setenv('TCPREMOTEPORT', '5556')                   # the next session asks again
+    # the next session, within CHECKID_STATE_RETRY (5 s): this process
+    # leaves the store alone, and says so once for that session too
+    env.setenv('TCPREMOTEPORT', '5556')
     checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])
-    assert len(asked) == 2 and len(fake.lines) == 2
+    assert len(asked) == 1 and len(fake.lines) == 2
+    assert fake.lines[1].startswith('checkid: state store failed (%s: Error 111 ' % url)
+    assert 'not asked again before 5 s have passed' in fake.lines[1]
+    # once that time has passed, the next session asks again
+    env.setenv('CHECKID_STATE_RETRY', '0.2')
+    state._down.clear()
+    checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])
+    env.setenv('TCPREMOTEPORT', '5557')
+    checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])
+    assert len(asked) == 2
+    time.sleep(0.3)
+    env.setenv('TCPREMOTEPORT', '5558')
+    checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])
+    assert len(asked) == 3 and len(fake.lines) == 4
 
 
 def test_settings(env):
@@ -620,8 +667,31 @@ def test_settings(env):
         'CHECKID_RATE_MESSAGES', 'CHECKID_STATE', 'CHECKID_STATE_ONERROR',
         'CHECKID_STATE_TIMEOUT']
     assert bad.state == config.STATE and not bad.stateful and bad.grey_net4 == 24
-    for url in ('redis://h:port/0', 'redis://h/x', 'redis://', 'memcache://h', 'redis://h/0?x=1'):
+    for url in ('redis://h:port/0', 'redis://h/x', 'redis://', 'memcache://h', 'redis://h/0?x=1',
+                'redis://a..b:6379/0', 'redis://redis.example:6379/0', 'redis://10.0.0.5/²'):
         assert config.Config({'CHECKID_STATE': url}).state == config.STATE, url
+    # a host name would be looked up by getaddrinfo, which no deadline bounds
+    assert state.redis_address('redis://localhost') == ('127.0.0.1', 6379, 0, None)
+    hidden = config.Config({'CHECKID_STATE': 'redis://:s3cret@redis.example/0'})
+    assert hidden.warnings == ["CHECKID_STATE='redis://:***@redis.example/0' ignored"]
+    # values that would overflow or never let a triplet pass are refused
+    odd = config.Config({'CHECKID_RATE_WINDOW': '1e-300', 'CHECKID_STATE_TIMEOUT': '1e300',
+                         'CHECKID_RATE_MESSAGES': '²', 'CHECKID_RATE_RECIPIENTS': '9' * 5000,
+                         'CHECKID_GREY_RETRY_WINDOW': '1e20', 'CHECKID_GREY_MAX_AGE': '1e20',
+                         'CHECKID_STATE_RETRY': '-1'})
+    assert sorted(w.split('=')[0] for w in odd.warnings) == [
+        'CHECKID_GREY_MAX_AGE', 'CHECKID_GREY_RETRY_WINDOW', 'CHECKID_RATE_MESSAGES',
+        'CHECKID_RATE_RECIPIENTS', 'CHECKID_RATE_WINDOW', 'CHECKID_STATE_RETRY',
+        'CHECKID_STATE_TIMEOUT']
+    assert (odd.rate_window, odd.state_timeout, odd.rate_messages, odd.rate_recipients,
+            odd.grey_retry_window, odd.grey_max_age, odd.state_retry) == (
+        config.RATE_WINDOW, config.STATE_TIMEOUT, 0, 0, config.GREY_RETRY_WINDOW,
+        config.GREY_MAX_AGE, config.STATE_RETRY)
+    never = config.Config({'CHECKID_GREY_DELAY': '600', 'CHECKID_GREY_RETRY_WINDOW': '60'})
+    assert never.warnings == ['CHECKID_GREY_DELAY=600.0 not below CHECKID_GREY_RETRY_WINDOW=60.0: '
+                              'both ignored']
+    assert (never.grey_delay, never.grey_retry_window) == (config.GREY_DELAY,
+                                                           config.GREY_RETRY_WINDOW)
 
 
 def test_plain_policy_import_opens_nothing():
@@ -678,3 +748,99 @@ def test_store_failure_line_hides_the_redis_password(env, monkeypatch):
     assert ('state store failed (redis://:***@127.0.0.1:%d/0: Error 111 ' % port) in fake.lines[0]
     assert state.shown('redis://user:pw@h/1') == 'redis://user:***@h/1'
     assert state.shown('redis://h:6379/0') == 'redis://h:6379/0'
+
+
+def test_redis_slow_replies_end_at_the_deadline(redis_server):
+    """Every reply in time for its own read, but many of them (a proxy
+    holds each back 0.15 s): the call still ends at its deadline, a
+    StateError, never later."""
+    import socket
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def pump(a, b, delay):
+        try:
+            while not stop.is_set():
+                data = a.recv(65536)
+                if not data:
+                    break
+                time.sleep(delay)
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                return
+            u = socket.create_connection(('127.0.0.1', redis_server.port))
+            threading.Thread(target=pump, args=(c, u, 0), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, 0.15), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        s = open_store('redis://127.0.0.1:%d/1' % port, timeout=0.5)    # SELECT 1 first
+        started = time.monotonic()
+        with pytest.raises(state.StateError, match='deadline|Timeout'):
+            # SELECT, a script not loaded (NOSCRIPT), SCRIPT LOAD, the script
+            s.grey(state.key('client', T1[0]), state.key('grey', *T1), time.time(), P,
+                   time.monotonic() + 0.5)
+        assert time.monotonic() - started < 0.65
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_store_code_failure_is_a_store_failure(env, monkeypatch):
+    """Whatever fails in the store's code (here python3-redis missing) is a
+    store failure, as CHECKID_STATE_ONERROR says: never an exception out of
+    checkID (which qmail-idcheck would take for a broken policy)."""
+    from checkid import dnsio
+    fake = FakeIdcheck()
+    fake.stage = 'mail'
+    monkeypatch.setattr(dnsio, 'idcheck', fake)
+    monkeypatch.setattr(dnsio, 'environ', lambda: os.environ)
+    monkeypatch.setitem(sys.modules, 'redis', None)
+    state_env(env, 'redis://127.0.0.1:%d/0' % unused_port(), RATE_MESSAGES=5)
+    assert checkID('192.0.2.1', None, 'client.example', 'a@example.com')[0] == 'CONTINUE'
+    assert len(fake.lines) == 1 and 'ModuleNotFoundError' in fake.lines[0], fake.lines
+    env.setenv('CHECKID_STATE_ONERROR', 'tempfail')
+    state._down.clear()
+    assert checkID('192.0.2.1', None, 'client.example', 'a@example.com')[0] == 'TEMPFAIL'
+
+
+def test_hung_store_costs_one_deadline_per_process_and_period(env, redis_server):
+    """A store that accepts and never answers: the first session waits its
+    deadline; the sessions after it, in the same process and within
+    CHECKID_STATE_RETRY, do not wait at all; after it, the store is asked
+    again (and, answering again, used)."""
+    state_env(env, redis_server.url, GREYLIST=1, STATE_TIMEOUT=0.4, STATE_RETRY=1)
+    env.setenv('IDCHECK_PID', '4711')
+    env.setenv('TCPREMOTEIP', '192.0.2.1')
+
+    def session(port, rcpt='b@example.org'):
+        env.setenv('TCPREMOTEPORT', str(port))
+        started = time.monotonic()
+        verdict = checkID('192.0.2.1', None, 'client.example', 'a@example.com', [rcpt])
+        return verdict, time.monotonic() - started
+    assert session(1)[0][0] == 'TEMPFAIL'                   # greylisted: the store works
+    redis_server.pause()
+    try:
+        verdict, took = session(2)
+        assert verdict[0] == 'CONTINUE' and 0.3 < took < 1.0      # skipped, after the wait
+        verdict, took = session(3)
+        assert verdict[0] == 'CONTINUE' and took < 0.2            # skipped at once
+    finally:
+        redis_server.resume()
+    time.sleep(1.1)
+    assert session(4, 'c@example.org')[0][0] == 'TEMPFAIL'  # asked again: greylisted

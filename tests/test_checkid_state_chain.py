@@ -302,7 +302,8 @@ def test_redis_killed_then_back(mode, dns, redis_server):
     (mx2) the recipient gets 451 4.3.0; no session waits past its reply's
     deadline. Redis comes back (empty: no persistence): both greylist
     again, nothing restarted."""
-    common = dict(STATE=redis_server.url, GREYLIST=1, GREY_DELAY=1, STATE_TIMEOUT=0.5)
+    common = dict(STATE=redis_server.url, GREYLIST=1, GREY_DELAY=1, STATE_TIMEOUT=0.5,
+                  STATE_RETRY=0.5)
     with chain(mode, dns, STATE_ONERROR='skip', **common) as mx1, \
             chain(mode, dns, STATE_ONERROR='tempfail', **common) as mx2:
         greylisted_session(mx1)
@@ -326,6 +327,7 @@ def test_redis_killed_then_back(mode, dns, redis_server):
             assert len(set(pids)) == 1 and len(pids) <= (1 if mode == 'embedded' else 2), lines
         failures = [len(STORE_FAILED.findall(ch.log())) for ch in (mx1, mx2)]
         redis_server.start()
+        time.sleep(0.6)         # CHECKID_STATE_RETRY: a warm worker asks again after it
         greylisted_session(mx1, ('five@example.org',))
         greylisted_session(mx2, ('five@example.org', 'six@example.org'))
         # five: one triplet for both (mx2 retried it early), six
@@ -340,7 +342,8 @@ def test_redis_paused_no_session_waits(mode, dns, redis_server):
     """A Redis that accepts connections and never answers (SIGSTOP): every
     reply comes within the harness's read deadline (the store's is 0.5 s),
     the mail goes through (skip); after SIGCONT greylisting is back."""
-    settings = dict(STATE=redis_server.url, GREYLIST=1, GREY_DELAY=1, STATE_TIMEOUT=0.5)
+    settings = dict(STATE=redis_server.url, GREYLIST=1, GREY_DELAY=1, STATE_TIMEOUT=0.5,
+                    STATE_RETRY=0.5)
     with chain(mode, dns, **settings) as mx1:
         greylisted_session(mx1)
         redis_server.pause()
@@ -348,6 +351,7 @@ def test_redis_paused_no_session_waits(mode, dns, redis_server):
             accepted_session(mx1, ('two@example.org', 'three@example.org'))
         finally:
             redis_server.resume()
+        time.sleep(0.6)         # CHECKID_STATE_RETRY
         greylisted_session(mx1, ('four@example.org',))
         mx1.wait_sessions()
         assert len(mx1.stored()) == 1

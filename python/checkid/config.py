@@ -33,6 +33,8 @@ ratelimit.py; all off by default; see checkid(7)):
   STATE_TIMEOUT    CHECKID_STATE_TIMEOUT    1      seconds for the store's work in one call
   STATE_ONERROR    CHECKID_STATE_ONERROR    skip   the store down or slow: skip the
                                                    checks, or tempfail (451 4.3.0)
+  STATE_RETRY      CHECKID_STATE_RETRY      5      seconds a process leaves a failed
+                                                   store alone before it asks again
   GREYLIST         CHECKID_GREYLIST         0      greylist (client net, MAIL FROM, RCPT)
   GREY_DELAY       CHECKID_GREY_DELAY       300    seconds before a retry passes
   GREY_RETRY_WINDOW CHECKID_GREY_RETRY_WINDOW 172800  seconds the first retry may take
@@ -132,6 +134,9 @@ SPF_TIMEOUT = 15.0
 STATE = 'sqlite:/var/lib/qmail-idcheck/checkid.sqlite'
 STATE_TIMEOUT = 1.0          # seconds; far below IDCHECK_CALLTIMEOUT (30)
 STATE_ONERROR = 'skip'       # or 'tempfail'
+STATE_RETRY = 5.0            # seconds a process leaves a store alone after it failed
+STATE_MOST = 1e9             # the longest time a state setting may name (31 years):
+                             # Redis's EXPIREAT and SQLite's REAL stay exact below it
 GREYLIST = False
 GREY_DELAY = 300.0
 GREY_RETRY_WINDOW = 2 * 86400.0
@@ -258,23 +263,32 @@ class Config:
     def _state_settings(self, env):
         self.state = self._state_url(env.get('CHECKID_STATE'))
         self.state_timeout = self._number(env, 'CHECKID_STATE_TIMEOUT', STATE_TIMEOUT,
-                                          positive=True)
+                                          positive=True, most=60)
+        self.state_retry = self._number(env, 'CHECKID_STATE_RETRY', STATE_RETRY,
+                                        nonnegative=True, most=3600)
         onerror = env.get('CHECKID_STATE_ONERROR', STATE_ONERROR).strip().lower()
         if onerror not in ('skip', 'tempfail'):
             self._warn('CHECKID_STATE_ONERROR', onerror)
             onerror = STATE_ONERROR
         self.state_onerror = onerror
         self.greylist = self._flag(env, 'CHECKID_GREYLIST', GREYLIST)
-        self.grey_delay = self._number(env, 'CHECKID_GREY_DELAY', GREY_DELAY, nonnegative=True)
+        self.grey_delay = self._number(env, 'CHECKID_GREY_DELAY', GREY_DELAY, nonnegative=True,
+                                       most=STATE_MOST)
         self.grey_retry_window = self._number(env, 'CHECKID_GREY_RETRY_WINDOW',
-                                              GREY_RETRY_WINDOW, positive=True)
+                                              GREY_RETRY_WINDOW, positive=True, most=STATE_MOST)
         self.grey_max_age = self._number(env, 'CHECKID_GREY_MAX_AGE', GREY_MAX_AGE,
-                                         positive=True)
+                                         positive=True, most=STATE_MOST)
+        if self.grey_delay >= self.grey_retry_window:
+            # no first retry could ever pass: greylisting would refuse all mail
+            self.warnings.append('CHECKID_GREY_DELAY=%r not below CHECKID_GREY_RETRY_WINDOW=%r: '
+                                 'both ignored' % (self.grey_delay, self.grey_retry_window))
+            self.grey_delay, self.grey_retry_window = GREY_DELAY, GREY_RETRY_WINDOW
         self.grey_auto_allow = self._count(env, 'CHECKID_GREY_AUTO_ALLOW', GREY_AUTO_ALLOW)
         self.grey_skip_trusted = self._flag(env, 'CHECKID_GREY_SKIP_TRUSTED', GREY_SKIP_TRUSTED)
         self.grey_net4 = self._count(env, 'CHECKID_GREY_NET4', GREY_NET4, 32)
         self.grey_net6 = self._count(env, 'CHECKID_GREY_NET6', GREY_NET6, 128)
-        self.rate_window = self._number(env, 'CHECKID_RATE_WINDOW', RATE_WINDOW, positive=True)
+        self.rate_window = self._number(env, 'CHECKID_RATE_WINDOW', RATE_WINDOW, least=1,
+                                        most=STATE_MOST)
         self.rate_messages = self._count(env, 'CHECKID_RATE_MESSAGES', RATE_MESSAGES)
         self.rate_recipients = self._count(env, 'CHECKID_RATE_RECIPIENTS', RATE_RECIPIENTS)
         self.rate_id_messages = self._count(env, 'CHECKID_RATE_ID_MESSAGES', RATE_ID_MESSAGES)
@@ -299,6 +313,8 @@ class Config:
                 return v
             except ValueError:
                 pass
+            from .state import shown
+            value = shown(value)            # never a password in a log line
         self._warn('CHECKID_STATE', value)
         return STATE
 
@@ -308,7 +324,8 @@ class Config:
         if value is None:
             return default
         v = value.strip()
-        if v.isdigit() and (most is None or int(v) <= most):
+        # isascii: '²'.isdigit() is true; 18 digits: int() of thousands refuses
+        if v.isascii() and v.isdigit() and len(v) <= 18 and (most is None or int(v) <= most):
             return int(v)
         self._warn(var, value)
         return default
@@ -318,14 +335,16 @@ class Config:
     def _warn(self, var, value):
         self.warnings.append('%s=%r ignored' % (var, value))
 
-    def _number(self, env, var, default, positive=False, nonnegative=False):
+    def _number(self, env, var, default, positive=False, nonnegative=False, least=None,
+                most=None):
         value = env.get(var)
         if value is None:
             return default
         try:
             n = float(value)
             if n != n or n in (float('inf'), float('-inf')) or (positive and n <= 0) \
-                    or (nonnegative and n < 0):
+                    or (nonnegative and n < 0) or (least is not None and n < least) \
+                    or (most is not None and n > most):
                 raise ValueError
             return n
         except ValueError:

@@ -42,6 +42,9 @@ def network(ip, bits4, bits6):
             n = int.from_bytes(socket.inet_pton(family, ip), 'big')
         except (OSError, TypeError, ValueError):
             continue
+        if family == socket.AF_INET6 and n >> 32 == 0xffff:
+            # an IPv4 client written as IPv6 (::ffff:c000:207): its IPv4 network
+            family, size, bits, n = socket.AF_INET, 32, bits4, n & 0xffffffff
         n = n >> (size - bits) << (size - bits)
         return '%s/%d' % (socket.inet_ntop(family, n.to_bytes(size // 8, 'big')), bits)
     return None

@@ -22,18 +22,25 @@ Records expire: a Redis key carries its expiry (EXPIREAT); a SQLite row an
 expires column, read as absent once past, and deleted by a purge that one
 process runs at most every PURGE_EVERY seconds, at most PURGE_BATCH rows
 a table at a time, through an index (never a scan of the table per call).
+A purge that found a full batch leaves the next one due at once, so that
+the deletions keep up with any rate of new records (each call adds at most
+two rows, each purge deletes up to PURGE_BATCH).
 
 Deadlines. The store's work in one call has CHECKID_STATE_TIMEOUT seconds
 (default 1) in all, far below IDCHECK_CALLTIMEOUT. SQLite: the busy
 timeout is what is left of it (set before each transaction), a progress
 handler interrupts a statement past it, and "database is locked" met
-anyway is retried while time is left. Redis: the connection within half
-of it and each reply within the other half (the client's connect and
-socket timeouts; the default, no timeout, would wait for ever). A store
-that fails or runs out of time raises StateError; run() turns that into
-CHECKID_STATE_ONERROR: skip (the default: the checks are skipped, one log
-line per session) or tempfail. A session whose store failed does not ask
-it again (one wait per session at most); the next session does.
+anyway is retried while time is left. Redis: every connect, request and
+reply (AUTH, SELECT, a script loaded again after a restart) within what is
+left of it (BoundedConnection); the host is an IP address, so that no
+resolver is asked (getaddrinfo has no timeout). A store that fails or runs
+out of time raises StateError, and so does any other exception of the
+store's code; run() turns that into CHECKID_STATE_ONERROR: skip (the
+default: the checks are skipped, one log line per session) or tempfail. A
+session whose store failed does not ask it again, and for
+CHECKID_STATE_RETRY seconds (5) after a failure no call in the same
+process does: a store that hangs costs one deadline per process and
+period, not one per session.
 
 Processes: nothing is opened at import time. qmail-idcheckd forks its
 workers after importing the policy; a store is opened in the process that
@@ -275,19 +282,25 @@ class SQLiteStore:
 
     def _maybe_purge(self, now, deadline):
         """At most every PURGE_EVERY seconds per process, and then only if no
-        process purged this database for that long. Its failure (the
-        deadline, a lock) is no failure of the call."""
+        process purged this database for that long; at the next call again
+        while a purge finds full batches. Its failure (the deadline, a
+        lock) is no failure of the call."""
         if time.monotonic() < self.next_purge:
             return
         self.next_purge = time.monotonic() + PURGE_EVERY
         try:
-            self.purge(now, deadline)
+            if self.purge(now, deadline) == self.FULL:
+                self.next_purge = 0.0
         except StateError:
             pass
 
+    FULL = -1        # purge(): a table had more expired rows than one batch
+
     def purge(self, now, deadline, force=False):
         """Deletes up to PURGE_BATCH expired rows of each table; the number
-        deleted, or None when another process purged recently."""
+        deleted, FULL when a table had a batch or more (the next purge is
+        then due at once, for every process), or None when another process
+        purged recently."""
         def due(conn):
             row = conn.execute("SELECT value FROM meta WHERE name = 'purged'").fetchone()
             return force or row is None or now - row[0] >= PURGE_EVERY
@@ -299,15 +312,18 @@ class SQLiteStore:
             if not due(conn):
                 conn.execute('COMMIT')
                 return None
-            deleted = 0
+            deleted, full = 0, False
             for table in TABLES:
-                deleted += conn.execute(
+                n = conn.execute(
                     'DELETE FROM %s WHERE key IN (SELECT key FROM %s WHERE expires <= ? '
                     'LIMIT %d)' % (table, table, PURGE_BATCH), (now,)).rowcount
+                deleted += n
+                full = full or n >= PURGE_BATCH
             conn.execute("INSERT INTO meta (name, value) VALUES ('purged', ?) ON CONFLICT "
-                         "(name) DO UPDATE SET value = excluded.value", (now,))
+                         "(name) DO UPDATE SET value = excluded.value",
+                         (now - PURGE_EVERY if full else now,))
             conn.execute('COMMIT')
-            return deleted
+            return self.FULL if full else deleted
         return self._run(deadline, work)
 
 
@@ -378,16 +394,28 @@ return 0
 
 def redis_address(url):
     """(host, port, db, password) of redis://[:PASSWORD@]HOST[:PORT][/DB];
-    ValueError for anything else."""
+    ValueError for anything else. HOST is an IPv4 or IPv6 address
+    ("localhost" is 127.0.0.1): a name would be looked up by getaddrinfo,
+    which no deadline can interrupt."""
+    import socket
     from urllib.parse import urlsplit, unquote
     parts = urlsplit(url)
     if parts.scheme != 'redis' or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(url)
     port = parts.port or 6379          # ValueError for a bad port
     path = parts.path.strip('/')
-    if path and not path.isdigit():
+    if path and not (path.isascii() and path.isdigit() and len(path) <= 5):
         raise ValueError(url)
-    return (parts.hostname, port, int(path or 0),
+    host = '127.0.0.1' if parts.hostname == 'localhost' else parts.hostname
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            break
+        except (OSError, ValueError):
+            continue
+    else:
+        raise ValueError(url)
+    return (host, port, int(path or 0),
             unquote(parts.password) if parts.password is not None else None)
 
 
@@ -401,11 +429,43 @@ def shown(url):
     return url
 
 
+def _bounded_connection(store):
+    """python3-redis's Connection with every wait cut to what is left of
+    store.deadline: the connect, each request written, each reply read
+    (so AUTH, SELECT and a script loaded again count against it too)."""
+    import redis
+
+    class BoundedConnection(redis.Connection):
+        def _left(self):
+            left = store.deadline - time.monotonic()
+            if left <= 0:
+                raise redis.TimeoutError('no answer within the deadline')
+            return left
+
+        def connect(self):
+            self.socket_connect_timeout = self._left()
+            return super().connect()
+
+        def send_packed_command(self, command, check_health=True):
+            left = self._left()
+            if self._sock is not None:
+                self._sock.settimeout(left)
+            return super().send_packed_command(command, check_health)
+
+        def read_response(self, *args, **kwargs):
+            left = self._left()
+            if self._sock is not None:
+                self._sock.settimeout(left)
+            return super().read_response(*args, **kwargs)
+
+    return BoundedConnection
+
+
 class RedisStore:
     """A client per process (python3-redis, imported at the first use: it
     costs ~100 ms of CPU, once per qmail-idcheckd worker, but once per
     session embedded). A connection found dead (the server restarted) is
-    replaced once within the same call."""
+    replaced once within the same call, if time is left."""
 
     def __init__(self, url, timeout):
         self.url = url
@@ -413,28 +473,33 @@ class RedisStore:
         self.timeout = timeout
         self.pid = os.getpid()
         self.client = None
+        self.deadline = 0.0
 
     def _client(self):
         if self.client is None:
             import redis
             host, port, db, password = self.address
-            half = self.timeout / 2.0
-            self.client = redis.Redis(host=host, port=port, db=db, password=password,
-                                      socket_connect_timeout=half, socket_timeout=half,
-                                      retry_on_timeout=False, health_check_interval=0)
+            pool = redis.ConnectionPool(connection_class=_bounded_connection(self),
+                                        host=host, port=port, db=db, password=password,
+                                        socket_connect_timeout=self.timeout,
+                                        socket_timeout=self.timeout,
+                                        retry_on_timeout=False, health_check_interval=0)
+            self.client = redis.Redis(connection_pool=pool)
             self.grey_script = self.client.register_script(_GREY_LUA)
             self.count_script = self.client.register_script(_COUNT_LUA)
         return self.client
 
     def _run(self, deadline, work):
         import redis
+        self.deadline = deadline
         for attempt in (1, 2):
             try:
                 return work(self._client())
+            except redis.TimeoutError as e:
+                raise StateError('%s: %s' % (shown(self.url), e)) from None
             except redis.ConnectionError as e:
                 # dead connection (server restarted): once more with a new one
-                if attempt == 2 or isinstance(e, redis.TimeoutError) \
-                        or time.monotonic() >= deadline:
+                if attempt == 2 or time.monotonic() >= deadline:
                     raise StateError('%s: %s' % (shown(self.url), e)) from None
             except redis.RedisError as e:
                 raise StateError('%s: %s' % (shown(self.url), e)) from None
@@ -504,6 +569,7 @@ def store(url, timeout):
 
 _failed = {}           # session -> the store URL that failed in it
 _FAILED_MAX = 1024
+_down = {}             # store URL -> (monotonic time it may be asked again, why it failed)
 
 
 def session_of(env):
@@ -529,10 +595,23 @@ class Call:
         self.log = log
 
     def run(self, what, op):
-        if self.session is not None and _failed.get(self.session) == self.cfg.state:
+        url = self.cfg.state
+        if self.session is not None and _failed.get(self.session) == url:
             raise Unavailable()
         try:
-            return op(store(self.cfg.state, self.cfg.state_timeout), self.deadline)
+            down = _down.get(url)
+            if down is not None and time.monotonic() < down[0]:
+                raise StateError('%s; not asked again before %g s have passed'
+                                 % (down[1], self.cfg.state_retry))
+            try:
+                return op(store(url, self.cfg.state_timeout), self.deadline)
+            except StateError as e:
+                _down[url] = (time.monotonic() + self.cfg.state_retry, str(e))
+                raise
+            except Exception as e:          # the store's code, python3-redis missing, ...
+                why = '%s: %s: %s' % (shown(url), type(e).__name__, e)
+                _down[url] = (time.monotonic() + self.cfg.state_retry, why)
+                raise StateError(why) from None
         except StateError as e:
             if self.session is not None:
                 if len(_failed) >= _FAILED_MAX:
