@@ -92,7 +92,6 @@ void queue_push(int c)
   if (qtail >= 0) conns[qtail].qnext = c; else qhead = c;
   qtail = c;
   k->state = C_QUEUED;
-  k->held = 0;
 }
 
 void conn_close(int c)
@@ -125,6 +124,7 @@ static void conn_add(int fd)
   k->qprev = k->qnext = -1;
   k->hung_up = 0;
   k->watching = 0;
+  k->held = 0;
   k->open_pos = nconns;
   open_conns[nconns++] = c;
 }

@@ -36,7 +36,7 @@ struct conn {
   struct client client;
   int worker;                   /* C_BUSY: the worker serving it */
   int qprev, qnext;             /* C_QUEUED: the wait queue, in order of arrival */
-  int held;                     /* C_QUEUED: logged that it waits for its client */
+  int held;                     /* logged that it waited for its client: once a session */
   int hung_up;                  /* C_BUSY: the session hung up mid-call (seen) */
   int open_pos;                 /* its place in open_conns */
   uint32_t watching;            /* its events in the master's wait (idcheckd_events.h) */

@@ -559,6 +559,34 @@ def test_one_client_holds_at_most_its_share(variant):
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
+def test_a_waiting_session_is_logged_once(variant):
+    """-p 1: a session whose MAIL and then whose RCPT each wait for its
+    client's one worker is logged once, not at every call (a busy sender
+    would fill the log)."""
+    with WarmChain('idcheck', variant, env={'IDCHECK_MODULE': 't_slow',
+                                            'IDCHECK_CALLTIMEOUT': SLOW_TIMEOUT},
+                   server_args=['-p', '1']) as slow:
+        with sharing_chain(slow, variant) as chain:
+            held = slow_calls(slow, ['127.0.0.2'])
+            waiting = mail_from(chain, '127.0.0.2', 'someone@example.com')
+            said = 'client 127.0.0.2 at its limit of 1 (-p): session pid %d waits' % waiting.pid
+            assert harness._wait_until(lambda: said in slow.log(), 10), slow.log()
+            hang_up(slow, held)
+            waiting.expect(answer('127.0.0.2'), timeout=FAST_TIMEOUT + 5)
+            held = [mail_from(slow, '127.0.0.2', 'slow@example.com')]
+            assert harness._wait_until(lambda: slow.log().count(
+                'policy: slow call from 127.0.0.2\n') == 2, 10), slow.log()
+            waiting.send('RCPT TO:<someone@example.org>')
+            time.sleep(0.3)                      # its RCPT waits behind the slow call
+            hang_up(slow, held)
+            waiting.expect('250 2.1.0 rcpt ok: R=someone@example.org', timeout=FAST_TIMEOUT + 5)
+            waiting.send('QUIT')
+            waiting.expect('221 standin.example')
+            chain.wait_sessions()
+            assert slow.log().count(said) == 1, slow.log()
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_pool_grows_at_most_to_its_limit(variant):
     """-x 2: with both workers busy with slow calls of two clients, a third
     client's call waits (and times out) rather than a third worker starting."""
