@@ -607,13 +607,20 @@ class FakeIdcheck:
         self.lines.append(text)
 
 
-def test_store_failure_logged_once_per_session(env, monkeypatch):
-    """One line per session (IDCHECK_PID, TCPREMOTEIP, TCPREMOTEPORT), and
-    the session's later calls do not ask the store again."""
+@pytest.fixture
+def policy_log(monkeypatch):
+    """The policy's idcheck module replaced by a FakeIdcheck: its lines."""
     from checkid import dnsio
     fake = FakeIdcheck()
     monkeypatch.setattr(dnsio, 'idcheck', fake)
     monkeypatch.setattr(dnsio, 'environ', lambda: os.environ)
+    return fake
+
+
+def test_store_failure_logged_once_per_session(env, monkeypatch, policy_log):
+    """One line per session (IDCHECK_PID, TCPREMOTEIP, TCPREMOTEPORT), and
+    the session's later calls do not ask the store again."""
+    fake = policy_log
     url = STORE_DOWN % unused_port()
     state_env(env, url, GREYLIST=1)
     env.setenv('IDCHECK_PID', '4711')
@@ -734,12 +741,9 @@ def test_sqlite_concurrent_first_open(tmp_path):
         assert c.execute('PRAGMA journal_mode').fetchone() == ('wal',)
 
 
-def test_store_failure_line_hides_the_redis_password(env, monkeypatch):
-    from checkid import dnsio
-    fake = FakeIdcheck()
+def test_store_failure_line_hides_the_redis_password(env, policy_log):
+    fake = policy_log
     fake.stage = 'rcpt'
-    monkeypatch.setattr(dnsio, 'idcheck', fake)
-    monkeypatch.setattr(dnsio, 'environ', lambda: os.environ)
     port = unused_port()
     state_env(env, 'redis://:s3cret@127.0.0.1:%d/0' % port, GREYLIST=1)
     assert checkID('192.0.2.1', None, 'client.example', 'a@example.com', ['b@example.org'])[0] \
@@ -801,15 +805,12 @@ def test_redis_slow_replies_end_at_the_deadline(redis_server):
         listener.close()
 
 
-def test_store_code_failure_is_a_store_failure(env, monkeypatch):
+def test_store_code_failure_is_a_store_failure(env, monkeypatch, policy_log):
     """Whatever fails in the store's code (here python3-redis missing) is a
     store failure, as CHECKID_STATE_ONERROR says: never an exception out of
     checkID (which qmail-idcheck would take for a broken policy)."""
-    from checkid import dnsio
-    fake = FakeIdcheck()
+    fake = policy_log
     fake.stage = 'mail'
-    monkeypatch.setattr(dnsio, 'idcheck', fake)
-    monkeypatch.setattr(dnsio, 'environ', lambda: os.environ)
     monkeypatch.setitem(sys.modules, 'redis', None)
     state_env(env, 'redis://127.0.0.1:%d/0' % unused_port(), RATE_MESSAGES=5)
     assert checkID('192.0.2.1', None, 'client.example', 'a@example.com')[0] == 'CONTINUE'
