@@ -65,7 +65,7 @@ static ssize_t net_write(struct tls *ctx, const void *buf, size_t len, void *arg
   for (;;) {
     ssize_t n = t->out_is_socket ? send(t->net_out, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)
                                  : write(t->net_out, buf, len);
-    if (n >= 0) { t->moved += (size_t)n; return n; }
+    if (n >= 0) { t->moved += (size_t)n; t->sent += (size_t)n; return n; }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return TLS_WANT_POLLOUT;
     if (errno == ENOTSOCK && t->out_is_socket) { t->out_is_socket = 0; nonblocking(t->net_out); continue; }
@@ -178,6 +178,7 @@ void tls_end_relay(struct tls_end *t, int app_in, int app_out, int64_t idle_ms)
   short rwant = 0, wwant = 0, cwant = 0;
   deadline_t idle = deadline_in(idle_ms), linger = DEADLINE_NONE;
   size_t seen = t->moved;          /* network bytes, counted by net_read/net_write */
+  size_t seen_sent = t->sent;
   int progress = 0;                /* bytes to or from the app */
 
   up.off = up.len = down.off = down.len = 0;
@@ -223,11 +224,15 @@ void tls_end_relay(struct tls_end *t, int app_in, int app_out, int64_t idle_ms)
       }
     }
     if (closed && (client_eof || now_ms() >= linger)) break;
-    if (progress || t->moved != seen) {
+    /* progress restarts the idle limit; once the app reads no more, what
+     * the client sends goes into the void and keeps nothing alive: only
+     * what reaches the client still counts */
+    if (progress || t->sent != seen_sent || (app_out >= 0 && t->moved != seen)) {
       idle = deadline_in(idle_ms);
-      seen = t->moved;
       progress = 0;
     }
+    seen = t->moved;
+    seen_sent = t->sent;
 
     struct pollfd p[4];
     p[0].fd = app_in;

@@ -17,6 +17,7 @@ struct tls_end {
   int net_in, net_out;     /* the client: fd 0 and fd 1 (usually one socket) */
   int in_is_socket, out_is_socket;  /* recv/send with MSG_DONTWAIT, or read/write */
   size_t moved;            /* bytes through net_in/net_out: progress for the idle limit */
+  size_t sent;             /* of them, bytes through net_out */
   int net_eof;             /* the client's side of the connection ended */
 };
 

@@ -469,6 +469,35 @@ def test_idle_tls_connection_closed(variant, certs, chains):
             % conn.pid) in chain.log()
 
 
+def test_client_input_after_the_app_is_gone_keeps_nothing_alive(variant, certs, chains):
+    """The app has gone (killed here, as a proxy that timed out on a client
+    that stopped reading ends) while its output waits for a client that
+    reads none of it; the client keeps sending a little. What it sends goes
+    into the void and does not restart IDCHECK_TLS_IDLE (1 s): the engine
+    ends within it, the trickle notwithstanding."""
+    import signal
+    chains.append(chain := start(variant, certs, idle=1))
+    conn = chain.connect()
+    conn.expect('220 app ucspi-tls')
+    starttls(conn, client_context(certs))
+    conn.send('BLOB 16000000')              # more than every buffer on the way holds
+    time.sleep(0.5)
+    for pid in harness._descendants(conn.pid):
+        os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    gone = False
+    while not gone and time.monotonic() - started < 8:
+        try:
+            conn.sock.send(b'NOOP\r\n')
+        except (OSError, ssl.SSLError):
+            pass
+        time.sleep(0.25)
+        gone = chain.session_ended(conn.pid) is not None
+    assert gone and time.monotonic() - started < 4, chain.log()
+    assert ('qmail-idcheck-tls: pid %d TLS connection idle past IDCHECK_TLS_IDLE: closed\n'
+            % conn.pid) in chain.log()
+
+
 # ---- no certificate, no STARTTLS ----
 
 BAD_FILES = [
