@@ -70,6 +70,9 @@ void smtp_starttls(const stralloc *line, const stralloc *arg)
   if (tls_active()) { client_out("503 5.5.1 TLS already active\r\n"); return; }
   if (!tls_offered()) { smtp_unimplemented(line, arg); return; }
   if (arg->len) { client_out("501 5.5.4 syntax: STARTTLS takes no argument\r\n"); return; }
+  /* RFC 3207 4.2 wants a login in clear forgotten, and prog cannot forget
+   * it: mail inside TLS would go on under whoever logged in outside */
+  if (session.authenticated) { client_out("503 5.5.1 STARTTLS not allowed after AUTH\r\n"); return; }
   /* what the client sent behind STARTTLS in clear is never executed, before
    * or after the handshake (CVE-2011-0411's class) */
   if ((n = client_unread(&rest))) {
@@ -85,6 +88,7 @@ void smtp_starttls(const stralloc *line, const stralloc *arg)
   /* RFC 3207 4.2: nothing the client said before TLS counts */
   session.have_helo = session.have_id = 0;
   session.helo.len = session.id.len = 0;
+  session.tls_restarted = 1;      /* prog still holds the HELO given in clear */
   txn_clear();
   client_out("220 2.0.0 Ready to start TLS\r\n");
   client_flush();
@@ -117,6 +121,11 @@ void smtp_mail(const stralloc *line, const stralloc *arg)
   struct transaction *t = &session.txn;
   if (settings.tls_required && !tls_active()) {
     client_out("530 5.7.0 Must issue a STARTTLS command first\r\n");
+    return;
+  }
+  if (session.tls_restarted && !session.have_helo) {
+    /* the stored Received line must not carry the HELO given in clear */
+    client_out("503 5.5.1 EHLO or HELO first: STARTTLS started the session over\r\n");
     return;
   }
   if (!smtp_addr_parse(arg->s, arg->len, &sender)) { smtp_forward(line, arg); return; }
@@ -210,6 +219,11 @@ void smtp_auth(const stralloc *line, const stralloc *arg)
 {
   static stralloc response;
   (void)arg;
+  if (settings.tls_required && !tls_active()) {
+    /* RFC 4954: no credentials in clear where TLS is required */
+    client_out("538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+    return;
+  }
   int code = prog_command(line);
   while (code == 334) {
     client_out_sa(prog_reply_text());
@@ -220,6 +234,6 @@ void smtp_auth(const stralloc *line, const stralloc *arg)
       if (!stralloc_copys(&response, "*")) die_nomem();   /* cancels the exchange */
     code = prog_command(&response);
   }
-  if (code == 235) session.skip_policy = 1;
+  if (code == 235) session.skip_policy = session.authenticated = 1;
   client_out_sa(prog_reply_text());
 }

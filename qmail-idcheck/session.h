@@ -20,6 +20,8 @@ struct session {
   stralloc helo, id;
   int have_helo, have_id;
   int skip_policy;                /* from the start, or after a successful AUTH */
+  int authenticated;              /* prog said 235 to AUTH: it cannot forget it */
+  int tls_restarted;              /* STARTTLS done: MAIL waits for a new HELO/EHLO */
   struct transaction txn;
 };
 extern struct session session;

@@ -8,6 +8,7 @@ show that its STARTTLS stays hidden and ours is offered. Clients: smtplib,
 swaks --tls / --tlsc, openssl s_client, and raw sockets for what a client
 must not be able to do. Certificates are made at test time (test_tls.certs).
 """
+import base64
 import re
 import shutil
 import smtplib
@@ -89,8 +90,9 @@ def test_smtplib_starttls_stores_the_tls_record(variant, certs):
 
 @pytest.mark.parametrize('variant', harness.variants())
 def test_policy_sees_the_tls_details_and_forgets_helo_and_id(variant, certs):
-    """RFC 3207 4.2: after the handshake HELO and ID are forgotten; checkID
-    sees SSL_PROTOCOL, SSL_CIPHER and the SNI in idcheck.environ."""
+    """RFC 3207 4.2: after the handshake HELO and ID are forgotten (MAIL
+    waits for a new HELO, and checkID sees that one); checkID sees
+    SSL_PROTOCOL, SSL_CIPHER and the SNI in idcheck.environ."""
     with tls_chain(variant, certs) as chain:
         c = chain.connect()
         c.expect('220 standin.example ESMTP')
@@ -104,7 +106,13 @@ def test_policy_sees_the_tls_details_and_forgets_helo_and_id(variant, certs):
         c.expect('220 2.0.0 Ready to start TLS')
         c.sock = client_context(certs).wrap_socket(c.sock, server_hostname=SNI)
         c.send('MAIL FROM:<someone@example.com>')
-        c.expect('250 2.1.0 mail ok: IP=127.0.0.1 ID=None H=None S=someone@example.com')
+        c.expect('503 5.5.1 EHLO or HELO first: STARTTLS started the session over')
+        c.send('HELO again.example')
+        c.expect('250 standin.example')
+        c.send('MAIL FROM:<someone@example.com>')
+        c.expect('250 2.1.0 mail ok: IP=127.0.0.1 ID=None H=again.example S=someone@example.com')
+        c.send('RSET')
+        c.expect('250 flushed')
         c.send('MAIL FROM:<tls@example.com>')
         c.expect('250 2.1.0 tls: TLSv1.3 TLS_{*} sni=mail.example.test')
         c.send('STARTTLS')
@@ -312,3 +320,51 @@ def test_relay_client_over_tls_keeps_the_tls_record(variant, certs):
         msg, _ = stored_one(chain)
         assert re.fullmatch(TRACE + RECEIVED + rb'Subject: over TLS\n\nbody\n', msg), msg
         assert ' mail/tls ' not in chain.log()
+
+
+@pytest.mark.parametrize('variant', harness.chain_variants())
+def test_mail_after_starttls_waits_for_a_new_ehlo(variant, certs):
+    """RFC 3207 4.2: the HELO given in clear is forgotten, and prog cannot
+    forget it: MAIL after STARTTLS without a new EHLO is 503, so that the
+    stored Received line never carries the name given outside TLS."""
+    with tls_chain(variant, certs) as chain:
+        with SMTP(SNI, chain.port, local_hostname='injected.example',
+                  timeout=harness.READ_TIMEOUT) as s:
+            s.ehlo()
+            s.starttls(context=client_context(certs))
+            assert s.mail('accept@example.com') == (
+                503, b'5.5.1 EHLO or HELO first: STARTTLS started the session over')
+            s.rset()
+            s.ehlo('client.example')
+            assert s.sendmail('accept@example.com', ['one@example.org'], MESSAGE) == {}
+        msg, _ = stored_one(chain)
+        assert b'(HELO client.example)' in msg and b'injected' not in msg, msg
+
+
+@pytest.mark.parametrize('variant', [v for v in harness.chain_variants() if v != 'real'])
+def test_auth_in_clear_then_starttls_is_refused(variant, certs):
+    """A login made in clear cannot be forgotten by prog (RFC 3207 4.2 wants
+    it forgotten): STARTTLS after a successful AUTH is 503, so mail inside
+    TLS never runs under credentials someone sent outside it. With
+    IDCHECK_TLS_REQUIRED, AUTH before STARTTLS is 538 5.7.11 (RFC 4954) and
+    never reaches prog; after it, AUTH works. (AUTH is the stand-in's.)"""
+    plain = 'PLAIN ' + base64.b64encode(b'\0u\0p').decode()
+    with tls_chain(variant, certs, env={'STANDIN_AUTH': 'u:p'}) as chain:
+        with SMTP(SNI, chain.port, local_hostname='client.example',
+                  timeout=harness.READ_TIMEOUT) as s:
+            s.ehlo()
+            assert s.docmd('AUTH', plain)[0] == 235
+            assert s.docmd('STARTTLS') == (503, b'5.5.1 STARTTLS not allowed after AUTH')
+    with tls_chain(variant, certs, env={'STANDIN_AUTH': 'u:p',
+                                        'IDCHECK_TLS_REQUIRED': '1'}) as chain:
+        with SMTP(SNI, chain.port, local_hostname='client.example',
+                  timeout=harness.READ_TIMEOUT) as s:
+            s.ehlo()
+            assert s.docmd('AUTH', plain) == (
+                538, b'5.7.11 Encryption required for requested authentication mechanism')
+            s.starttls(context=client_context(certs))
+            s.ehlo()
+            assert s.docmd('AUTH', plain)[0] == 235
+            assert s.sendmail('accept@example.com', ['one@example.org'], MESSAGE) == {}
+        chain.wait_sessions()
+        assert len(chain.stored()) == 1
