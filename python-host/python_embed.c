@@ -414,6 +414,11 @@ static const char *put_edits(stralloc *out, PyObject *e)
     Py_XINCREF(rename);
     PyObject *lb = NULL;
     const char *why = rename ? str_bytes(rename, "edit label", &lb) : NULL;
+    if (!why && lb && PyBytes_GET_SIZE(lb) == 0) {
+      /* on the wire an empty label means "remove": never by mistake */
+      snprintf(reason_buf, sizeof reason_buf, MALFORMED "edit %zd renames to an empty name", i);
+      why = reason_buf;
+    }
     if (!why && !wire_edit_cat(out, num, strlen(num), "", 0, lb ? PyBytes_AS_STRING(lb) : "",
                                lb ? (size_t)PyBytes_GET_SIZE(lb) : 0))
       why = "out of memory";

@@ -127,9 +127,11 @@ static int edits_place(const struct checkid_call *c, struct policy_verdict *v)
   return 1;
 }
 
-/* 1 with the verdict in v, 0 on a fault (why says it). */
-static int call(const struct checkid_call *c, struct policy_verdict *v)
+/* 1 with the verdict in v, 0 on a fault (why says it); *edits_lost: the
+ * fault is a reply that asked for header edits. */
+static int call(const struct checkid_call *c, struct policy_verdict *v, int *edits_lost)
 {
+  *edits_lost = 0;
   if (!request_build(c)) die_nomem();
   if (!policy_call(&request, &answer, deadline_in(settings.calltimeout_ms), &why)) return 0;
   if (!wire_reply_decode(answer.s, answer.len, v)) {
@@ -138,18 +140,24 @@ static int call(const struct checkid_call *c, struct policy_verdict *v)
   }
   int r = verdict_check(v, &why);
   if (r < 0) die_nomem();
-  return r && edits_place(c, v);
+  if (r && edits_place(c, v)) return 1;
+  *edits_lost = v->nedits > 0;
+  return 0;
 }
 
 enum outcome checkid_decide(const struct checkid_call *c, struct policy_verdict *verdict,
                             stralloc *refusal)
 {
   static stralloc fault_xcode = { "4.3.0", 5, 0 };
+  int edits_lost;
   verdict_reset(verdict);
-  if (!call(c, verdict)) {
-    /* a fault: logged with its reason, then the fault policy */
+  if (!call(c, verdict, &edits_lost)) {
+    /* a fault: logged with its reason, then the fault policy; but a reply
+     * whose header edits cannot be made is never accepted without them (a
+     * client that sends 501 forged Authentication-Results fields must not
+     * get them stored unrenamed) */
     verdict_reset(verdict);
-    if (settings.onerror_accept) {
+    if (settings.onerror_accept && !edits_lost) {
       /* never final: a client that makes its own call fail (a silent DNS
        * server of its own) must not switch off the later checks */
       decision_log(c, "FAULT-ACCEPT", 0, 0, &why);

@@ -49,8 +49,12 @@ static char pidtext[24];
  * as an error: read it to the end before leaving without the real queue. */
 __attribute__((noreturn)) static void leave(int code)
 {
+  /* qmail-smtpd writes the message, then the envelope, then waits for our
+   * status: read what it still sends (the message too, when we leave before
+   * spooling it) so that it gets the status, not a broken pipe */
   char buf[4096];
   deadline_t deadline = deadline_in(ASK_TIMEOUT_MS);
+  while (read_deadline(0, buf, sizeof buf, deadline) > 0) {}
   while (read_deadline(1, buf, sizeof buf, deadline) > 0) {}
   _exit(code);
 }
@@ -142,7 +146,23 @@ static off_t field_end(int fd, off_t at, off_t end)
 
 struct edit { off_t at; const char *name, *label; size_t nlen, llen; };
 
-/* The edits, their places checked: 1 ok, 0 not this message (a fault). */
+/* Whether the spool has name and then a colon at at (before end). */
+static int name_at(int fd, off_t at, const char *name, size_t nlen, off_t end)
+{
+  char here[256];
+  if (at + (off_t)nlen >= end) return 0;
+  while (nlen) {
+    size_t n = nlen < sizeof here ? nlen : sizeof here;
+    if (pread(fd, here, n, at) != (ssize_t)n || memcmp(here, name, n)) return 0;
+    at += (off_t)n;
+    name += n;
+    nlen -= n;
+  }
+  return pread(fd, here, 1, at) == 1 && here[0] == ':';
+}
+
+/* The edits, their places checked: 1 ok, 0 not this message (a fault). A
+ * field's name may be empty (": x") or long; it is compared where it is. */
 static int edits_read(const struct policy_verdict *v, int fd, off_t base, off_t end,
                       struct edit *e)
 {
@@ -150,14 +170,10 @@ static int edits_read(const struct policy_verdict *v, int fd, off_t base, off_t 
   const char *w;
   while (wire_edit_next(v, &pos, &w, &wl, &e[k].name, &e[k].nlen, &e[k].label, &e[k].llen) == 1) {
     unsigned long at;
-    char here[256];
-    if (!wl || scan_ulong(w, &at) != wl || !e[k].nlen || e[k].nlen >= sizeof here) return 0;
+    if (!wl || scan_ulong(w, &at) != wl) return 0;
     e[k].at = base + (off_t)at;
     /* the field is where qmail-idcheck saw it: its name and colon */
-    if (e[k].at + (off_t)e[k].nlen >= end
-        || pread(fd, here, e[k].nlen + 1, e[k].at) != (ssize_t)e[k].nlen + 1
-        || memcmp(here, e[k].name, e[k].nlen) || here[e[k].nlen] != ':')
-      return 0;
+    if (!name_at(fd, e[k].at, e[k].name, e[k].nlen, end)) return 0;
     /* in order of place (the list is short) */
     for (size_t j = k; j > 0 && e[j - 1].at > e[j].at; --j) {
       struct edit t = e[j]; e[j] = e[j - 1]; e[j - 1] = t;
@@ -165,7 +181,7 @@ static int edits_read(const struct policy_verdict *v, int fd, off_t base, off_t 
     ++k;
   }
   for (size_t j = 1; j < k; ++j)
-    if (e[j].at == e[j - 1].at) return 0;
+    if (e[j].at <= e[j - 1].at + (off_t)e[j - 1].nlen) return 0;   /* one field each */
   return 1;
 }
 

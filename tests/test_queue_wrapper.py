@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -83,6 +84,42 @@ def test_unusable_channel_is_a_temporary_failure(wrapper, channel):
     assert code == 71, err
     assert msgs == []
     assert b'the verdict channel is unusable, refusing for now' in err
+
+
+@pytest.mark.parametrize('wrapper', WRAPPERS)
+def test_unusable_channel_reads_the_message_first(wrapper):
+    """qmail-smtpd writes the whole message before the envelope, both to
+    pipes: with an unusable channel the wrapper reads the message to its
+    end and answers 71 at once, not after waiting its 120 s for an
+    envelope that cannot come while qmail-smtpd is stuck on a full pipe."""
+    full = dict(os.environ, IDCHECK_CHANNEL='99', **harness.SANITIZER_ENV)
+    msg_r, msg_w = os.pipe()
+    env_r, env_w = os.pipe()
+    proc = subprocess.Popen([wrapper], stdin=msg_r, stdout=env_r, stderr=subprocess.PIPE,
+                            env=full)
+    os.close(msg_r)
+    os.close(env_r)
+    started = time.monotonic()
+
+    def smtpd():
+        try:
+            os.write(msg_w, RECEIVED + b'Subject: x\n\n' + b'y' * 300000 + b'\n')
+            os.close(msg_w)
+            os.write(env_w, ENVELOPE)
+        except OSError:
+            pass
+        finally:
+            os.close(env_w)
+    writer = threading.Thread(target=smtpd)
+    writer.start()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        writer.join(30)
+    assert proc.returncode == 71, err
+    assert time.monotonic() - started < 10
+    assert b'the verdict channel is unusable, refusing for now' in err
+    harness.no_sanitizer_report(err)
 
 
 @pytest.mark.parametrize('wrapper', WRAPPERS)

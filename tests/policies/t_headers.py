@@ -47,6 +47,15 @@ def _verdict(key, stage):
         return ('ACCEPT', None, [], [{'field': 0, 'remove': True}, {'field': 0, 'rename': 'X:'}])
     if key == 'edits-badlabel':
         return ('ACCEPT', None, [], [{'field': 0, 'rename': 'Bad Label:'}])
+    if key == 'edits-emptylabel':
+        # on the wire an empty label means remove: never by mistake
+        return ('ACCEPT', None, [], [{'field': 0, 'rename': ''}])
+    if key == 'edits-toomany':
+        return ('ACCEPT', None, [], [{'field': i, 'remove': True} for i in range(501)])
+    if key == 'edits-oddnames':
+        # Hdrs: a field with no name, one with a 300-byte name, Subject
+        return ('ACCEPT', None, [{'label': 'Authent:', 'text': 'edited at data'}],
+                [{'field': 0, 'remove': True}, {'field': 1, 'rename': 'X-Was-Long:'}])
     if key == 'longtext':
         # far more than a reply line or one datagram to the wrapper holds
         return ('REJECT', (550, '5.7.1', 'x' * 300000), [])
