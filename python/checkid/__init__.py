@@ -51,6 +51,7 @@ _CACHE_TTL = 300.0     # seconds: a qmail-idcheckd worker lives long, DNS data c
 _SEVERITY = {'ACCEPT': 0, 'CONTINUE': 0, 'FILTER': 1, 'DISCARD': 2, 'TEMPFAIL': 3, 'REJECT': 4}
 AR_LABEL = 'Authentication-Results:'
 AR_RENAMED = 'Original-Authentication-Results:'
+EDITS_MAX = 500          # the edits one checkID answer may ask for (qmail-idcheck(8))
 
 
 def checkID( IP=None, ID=None, H=None, S=None, R=[], Hdrs=[], Body=None ):
@@ -183,9 +184,9 @@ def _end_of_data(action, ip, H, S, Hdrs, Body, cfg, env, fill, headers, trace):
     from . import authresults
     hdrscut = _hdrscut()
     if hdrscut:
-        _log('checkid: %d header field(s) not passed to checkID (Hdrs is capped)%s; an '
-             'Authentication-Results field among them cannot be renamed'
-             % (hdrscut, ': DMARC fails' if cfg.dmarc else ''))
+        _log('checkid: %d header field(s) not passed to checkID (Hdrs is capped): an '
+             'Authentication-Results field among them could not be renamed; refused'
+             % hdrscut)
     bodysize = _bodysize(Body)
     signatures = None
     if cfg.dkim and Hdrs:
@@ -210,13 +211,18 @@ def _end_of_data(action, ip, H, S, Hdrs, Body, cfg, env, fill, headers, trace):
                 trace.done(action)
                 return (action, _reply(why, action, fill), [])
 
+    # RFC 8601 section 5: a field claiming to be ours must not pass as ours;
+    # one left out of Hdrs cannot be renamed, nor more than checkID may edit
     ours = _authserv_id(cfg, env)
-    headers.append({'label': AR_LABEL, 'text': authresults.field(
-        ours, spf_from, spf_helo, signatures, verdicts, bodysize)})
-    # RFC 8601 section 5: a field claiming to be ours must not pass as ours
     edits = [{'field': i, 'rename': AR_RENAMED}
              for i, value in authresults.incoming(Hdrs) if authresults.claims_ours(value, ours)]
     trace.mark('authres')
+    if hdrscut or len(edits) > EDITS_MAX:
+        action = 'REJECT'
+        trace.done(action)
+        return (action, _reply('hdrs-cut' if hdrscut else 'ar-forged', action, fill), [])
+    headers.append({'label': AR_LABEL, 'text': authresults.field(
+        ours, spf_from, spf_helo, signatures, verdicts, bodysize)})
     trace.done(action)
     if edits:
         return (action, None, headers, edits)

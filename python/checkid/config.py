@@ -172,6 +172,10 @@ REPLIES = {
                                  "try again later"),
     'dmarc-unseen': (550, '5.7.1', "Header section too large to check the message's author"),
     'dmarc-author': (550, '5.7.1', "The message's author (From) cannot be checked"),
+    # RFC 8601 section 5 at end of data: fields claiming our results that
+    # cannot be renamed (left out of Hdrs, or more than checkID may edit)
+    'hdrs-cut': (552, '5.3.4', 'Header section too large to check'),
+    'ar-forged': (550, '5.7.1', 'Too many Authentication-Results fields claiming to be ours'),
     # shared state (issue 14): %(wait)s seconds, %(what)s messages or
     # recipients, %(who)s the client's address or network, or the identity
     'greylist': (451, '4.7.1', "Greylisted, please try again later (in %(wait)s seconds)"),
