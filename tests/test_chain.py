@@ -3,7 +3,9 @@ swaks and smtplib against qmail-idcheck, and every qmail-queue exit code
 still answered with qmail-smtpd's own reply through the queue wrapper."""
 import re
 import smtplib
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -181,3 +183,28 @@ def test_queue_exit_82_text_through_wrapper(text, reply, variant):
         final = deliver(chain, b'Subject: exit\r\n\r\nbody\r\n', sender='accept@example.com')
         assert final == reply.encode() + b'\r\n'
         assert chain.stored() == []
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_client_that_reads_nothing_is_gone_within_the_timeout(variant):
+    """A client that pipelines commands and reads none of the replies: once
+    they fill every buffer the proxy's write waits, IDCHECK_TIMEOUT (2 s)
+    at most, then the session ends, logged."""
+    with harness.Chain('idcheck', variant, env={'IDCHECK_TIMEOUT': '2'}) as chain:
+        c = chain.connect()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.setblocking(False)
+        started = time.monotonic()
+        ended = None
+        while ended is None and time.monotonic() - started < 20:
+            try:
+                c.sock.send(b'HELP\r\n' * 1000)
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError:
+                pass
+            ended = chain.session_ended(c.pid)
+        assert ended is not None, chain.log()
+        assert time.monotonic() - started < 15
+        assert ('qmail-idcheck: pid %d the client read no reply within IDCHECK_TIMEOUT: '
+                'session ended' % c.pid) in chain.log(), chain.log()

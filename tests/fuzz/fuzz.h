@@ -14,6 +14,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* lib/log's program name: the proxy's parts a harness links may warn. */
+__attribute__((weak)) const char *PROG = "fuzz";
+
 /* data (at most FUZZ_GUARD_MAX bytes) copied to end where a PROT_NONE page
  * begins: code that is not instrumented (libowfat) faults on the first
  * byte it reads past the end. */
