@@ -19,7 +19,9 @@ else the MAIL FROM domain), in this order:
      SPF of the MAIL FROM and HELO identities, DMARC (dmarc.py), whose
      policy may make the verdict stricter (p=reject: REJECT 550 5.7.1, p=
      quarantine: FILTER); incoming Authentication-Results fields that claim
-     to be ours are renamed Original-Authentication-Results.
+     to be ours are renamed Original-Authentication-Results (a message with
+     header fields cut from Hdrs, or more than 500 such, is refused: one
+     of them could not be renamed).
 
 Headers: header0 'Authent:' with "IP ID SPF1 RESULT[ ratings=S1:A,...]",
 then 'DKIM-Check:' with "dkim=pass header.d=... header.s=...", then the RFC
