@@ -51,7 +51,8 @@ void client_flush(void)
   /* a client that stops reading cannot hold the session past the timeout */
   int r = write_all_deadline(out_fd, pending.s, pending.len, deadline_in(timeout));
   pending.len = 0;
-  if (r < 0 && errno == ETIMEDOUT) warn("the client read no reply within IDCHECK_TIMEOUT: session ended", (char *)0);
+  if (r < 0 && errno == ETIMEDOUT)
+    warn("the client read no reply within IDCHECK_TIMEOUT: session ended", (char *)0);
   if (r < 0) session_end(0, 111);
 }
 
