@@ -79,6 +79,15 @@ static int load_files(void)
       die_nomem();
     return 0;
   }
+  /* an engine that cannot run would answer every STARTTLS with a hang-up */
+  const char *engine = sibling_path(ENGINE, "IDCHECK_TLS_IO", IDCHECK_BINDIR);
+  if (access(engine, X_OK) < 0) {
+    why.len = 0;
+    if (!stralloc_cats(&why, "cannot run ") || !stralloc_cats(&why, engine)
+        || !stralloc_cats(&why, ": ") || !stralloc_cats(&why, strerror(errno)))
+      die_nomem();
+    return 0;
+  }
   return 1;
 }
 

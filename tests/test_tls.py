@@ -597,18 +597,24 @@ def test_key_not_matching_certificate(variant, certs, chains):
 
 
 def test_engine_missing(variant, certs, chains):
-    """qmail-idcheck-tls-io cannot be run when STARTTLS comes: logged, the
-    app gets no details, the client is hung up on."""
-    chains.append(chain := start(variant, certs, env={'IDCHECK_TLS_IO': '/nonexistent/tls-io'}))
+    """qmail-idcheck-tls-io cannot be run: STARTTLS is not offered (as with
+    a bad certificate), logged, and the session goes on in clear, rather
+    than a STARTTLS answered with a hang-up; with -i, refused."""
+    engine = {'IDCHECK_TLS_IO': '/nonexistent/tls-io'}
+    chains.append(chain := start(variant, certs, env=engine))
     conn = chain.connect()
-    conn.expect('220 app ucspi-tls')
-    conn.send('STARTTLS')
-    conn.expect('220 2.0.0 go ahead')
+    conn.expect('220 app plain')
+    conn.send('QUIT')
+    conn.expect('221 bye')
+    assert ended(chain, conn) == 0
+    assert ('qmail-idcheck-tls: pid %d STARTTLS not offered: cannot run /nonexistent/tls-io: '
+            'No such file or directory\n' % conn.pid) in chain.log()
+    chains.append(chain := start(variant, certs, implicit=True, env=engine))
+    conn = chain.connect()
     conn.expect_eof()
-    assert ended(chain, conn) == 256
-    assert ('qmail-idcheck-tls: pid %d cannot run qmail-idcheck-tls-io: No such file or directory\n'
-            % conn.pid) in chain.log()
-    assert NO_DETAILS in chain.log()
+    assert ended(chain, conn) == 111 << 8
+    assert ('qmail-idcheck-tls: pid %d connection refused: cannot run /nonexistent/tls-io: '
+            'No such file or directory\n' % conn.pid) in chain.log()
 
 
 # ---- implicit TLS (-i) ----
