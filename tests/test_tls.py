@@ -547,17 +547,22 @@ def test_bad_files_implicit_refuses(variant, certs, chains, case):
             % (conn.pid, why.format(dir=certs['dir']))) in chain.log()
 
 
-def test_unreadable_key_as_another_user(variant, certs, chains):
-    """Run as nobody (as tcpserver -u runs the chain): the 0600 key of
-    another user cannot be read, so no STARTTLS; a world-readable copy works."""
-    chains.append(chain := start(variant, certs, prefix=['setuidgid', 'nobody']))
+def plain_without_starttls(chain, why):
+    """A session the app ran without the UCSPI-TLS variables, and the one
+    line saying why STARTTLS was not offered."""
     conn = chain.connect()
     conn.expect('220 app plain')
     conn.send('QUIT')
     conn.expect('221 bye')
     assert ended(chain, conn) == 0
-    assert ('STARTTLS not offered: cannot read %s: Permission denied'
-            % certs['path']('server.pem')) in chain.log()
+    assert ('qmail-idcheck-tls: pid %d STARTTLS not offered: %s\n' % (conn.pid, why)) in chain.log()
+
+
+def test_unreadable_key_as_another_user(variant, certs, chains):
+    """Run as nobody (as tcpserver -u runs the chain): the 0600 key of
+    another user cannot be read, so no STARTTLS; a world-readable copy works."""
+    chains.append(chain := start(variant, certs, prefix=['setuidgid', 'nobody']))
+    plain_without_starttls(chain, 'cannot read %s: Permission denied' % certs['path']('server.pem'))
 
     chains.append(chain := start(variant, certs, prefix=['setuidgid', 'nobody'],
                                  cert='public/server.pem'))
@@ -602,13 +607,7 @@ def test_engine_missing(variant, certs, chains):
     than a STARTTLS answered with a hang-up; with -i, refused."""
     engine = {'IDCHECK_TLS_IO': '/nonexistent/tls-io'}
     chains.append(chain := start(variant, certs, env=engine))
-    conn = chain.connect()
-    conn.expect('220 app plain')
-    conn.send('QUIT')
-    conn.expect('221 bye')
-    assert ended(chain, conn) == 0
-    assert ('qmail-idcheck-tls: pid %d STARTTLS not offered: cannot run /nonexistent/tls-io: '
-            'No such file or directory\n' % conn.pid) in chain.log()
+    plain_without_starttls(chain, 'cannot run /nonexistent/tls-io: No such file or directory')
     chains.append(chain := start(variant, certs, implicit=True, env=engine))
     conn = chain.connect()
     conn.expect_eof()
