@@ -256,7 +256,10 @@ void workers_tend(int64_t now, int64_t *wake)
       if (now >= w->respawn_at) worker_spawn(w, "");
       else *wake = deadline_min(*wake, w->respawn_at);
     }
-    if (w->state == W_BUSY) *wake = deadline_min(*wake, w->kill_at ? w->kill_at : w->since + calllimit_ms);
+    if (w->state == W_BUSY) {
+      *wake = deadline_min(*wake, w->since + calllimit_ms);
+      if (w->kill_at) *wake = deadline_min(*wake, w->kill_at);
+    }
     if (w->state == W_STARTING) *wake = deadline_min(*wake, w->started + calllimit_ms);
     if (w->state == W_IDLE && extra_slot(w)) *wake = deadline_min(*wake, w->since + keep_ms);
   }

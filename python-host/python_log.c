@@ -1,4 +1,5 @@
 #include "python_log.h"
+#include "env_number.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,7 @@ void log_set_pid(long p)
 static long session_pid(void)
 {
   if (!pid) {
-    const char *s = getenv("IDCHECK_PID");
-    char *end;
-    pid = s ? strtol(s, &end, 10) : 0;
-    if (!s || *end || pid <= 0) pid = (long)getpid();
+    pid = (long)env_ulong("IDCHECK_PID", (unsigned long)getpid(), 1, 0x7fffffffUL);
   }
   return pid;
 }
