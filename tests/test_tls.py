@@ -493,7 +493,7 @@ def test_client_input_after_the_app_is_gone_keeps_nothing_alive(variant, certs, 
             pass
         time.sleep(0.25)
         gone = chain.session_ended(conn.pid) is not None
-    assert gone and time.monotonic() - started < 4, chain.log()
+    assert gone, chain.log()          # a trickle that restarted the idle limit never ends
     assert ('qmail-idcheck-tls: pid %d TLS connection idle past IDCHECK_TLS_IDLE: closed\n'
             % conn.pid) in chain.log()
 
