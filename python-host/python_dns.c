@@ -11,6 +11,7 @@
 #include "taia.h"
 #include "stralloc.h"
 #include "deadline.h"
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
@@ -46,8 +47,14 @@ int idcheck_dns_add_types(PyObject *module)
 
 enum outcome { DNS_ANSWERED, DNS_TIMEDOUT, DNS_FAILED };
 
+/* libowfat's dns_random (query ids, source ports) keeps static state with no
+ * lock, and dns_transmit_start and dns_transmit_get call it: threads of a
+ * policy that look up at once take turns there, never in the wait. */
+static pthread_mutex_t random_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* Runs one started transmission until it is answered, fails or the deadline
- * passes. Called without the GIL: touches nothing but tx.
+ * passes. Called without the GIL: touches tx, and libowfat's random state
+ * under random_lock.
  *
  * libowfat (as djbdns) resends to each server on rounds with timeouts of
  * 1, 3, 11 and 45 seconds, and on the third round it keeps waiting after a
@@ -73,7 +80,9 @@ static enum outcome transmit_wait(struct dns_transmit *tx, deadline_t deadline)
     dns_transmit_io(tx, &x, &until);
     iopause(&x, 1, &until, &stamp);
     taia_now(&stamp);
+    pthread_mutex_lock(&random_lock);
     int r = dns_transmit_get(tx, &x, &stamp);
+    pthread_mutex_unlock(&random_lock);
     if (r == 1) return DNS_ANSWERED;
     if (r == -1) return now_ms() >= deadline ? DNS_TIMEDOUT : DNS_FAILED;
     if (tx->udploop >= 2 && tx->tcpstate == 0 && now_ms() - started < 1000) return DNS_FAILED;
@@ -206,10 +215,11 @@ PyObject *idcheck_dns(PyObject *self, PyObject *args, PyObject *kwargs)
     memset(&tx, 0, sizeof tx);
     again = 0;
     Py_BEGIN_ALLOW_THREADS
-    if (dns_transmit_start(&tx, servers, 1, dn, qtype, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0") == -1)
-      oc = DNS_FAILED;
-    else
-      oc = transmit_wait(&tx, deadline);
+    pthread_mutex_lock(&random_lock);
+    int started = dns_transmit_start(&tx, servers, 1, dn, qtype,
+                                     "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    pthread_mutex_unlock(&random_lock);
+    oc = started == -1 ? DNS_FAILED : transmit_wait(&tx, deadline);
     Py_END_ALLOW_THREADS
 
     if (oc == DNS_ANSWERED) {
